@@ -1,2 +1,22 @@
-//! placeholder
-pub use db;
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod migrate;
+mod pool;
+mod repo;
+mod session;
+mod token;
+
+pub use error::{DatabaseError, Error, InputProblem};
+pub use migrate::{MIGRATIONS, Migration, MigrationReport, migrate};
+pub use pool::{DEFAULT_DATABASE_URL, PoolSettings, build_pool, build_pool_with_config};
+pub use repo::SessionRepo;
+pub use session::{
+    Device, MAX_DEVICE_INFO_CHARS, MAX_TTL, MAX_USER_AGENT_CHARS, NewSession, Session,
+};
+pub use token::{RefreshToken, TokenHash};
+
+/// Re-exported so services can name the pool type without a direct dependency.
+pub use deadpool_postgres;

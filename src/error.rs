@@ -1,0 +1,156 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+use deadpool_postgres::PoolError;
+use tokio_postgres::error::SqlState;
+
+/// Name of the unique index on `auth.user_sessions.refresh_token_hash` (schema/009).
+pub(crate) const REFRESH_TOKEN_HASH_KEY: &str = "user_sessions_refresh_token_hash_key";
+/// Name of the foreign key from `auth.user_sessions.user_id` to `auth.users` (schema/009).
+pub(crate) const USER_ID_FKEY: &str = "user_sessions_user_id_fkey";
+
+/// Everything that can go wrong in this crate. Absent rows are `Ok(None)`, never an error.
+///
+/// No variant carries a refresh token, its hash, or user-supplied text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another session already holds this refresh token hash.
+    #[error("a session with this refresh token hash already exists")]
+    DuplicateTokenHash,
+    /// The session's `user_id` names no row of `auth.users`.
+    #[error("unknown user")]
+    UnknownUser,
+    /// A presented refresh token (or token hash) is not well formed. Detected before any
+    /// database call.
+    #[error("malformed refresh token")]
+    MalformedToken,
+    /// An input value breaks a documented limit. Detected before any database call.
+    #[error("invalid {field}: {problem}")]
+    InvalidInput {
+        /// The offending input.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: InputProblem,
+    },
+    /// No pooled connection became available within the pool's wait (or create, or recycle)
+    /// timeout.
+    #[error("timed out waiting for a database connection")]
+    PoolTimeout,
+    /// A new connection could not be opened: the server is down, unreachable or refusing us.
+    #[error("cannot connect to the database")]
+    Connect(#[source] DatabaseError),
+    /// The pool cannot hand out connections at all (closed, or misconfigured).
+    #[error("connection pool unusable")]
+    Pool(#[source] PoolError),
+    /// The database URL or pool settings are invalid.
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+    /// A migration that was already applied differs from the one embedded in this build.
+    #[error("migration {version} was changed after it was applied")]
+    MigrationChanged {
+        /// The migration's number.
+        version: u32,
+    },
+    /// Any other database failure (query error, lost connection, statement timeout...).
+    #[error("database error")]
+    Database(#[source] DatabaseError),
+    /// The operating system's random number generator failed.
+    #[error("cannot draw random bytes for a refresh token")]
+    Randomness(#[source] getrandom::Error),
+}
+
+/// What is wrong with an input value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputProblem {
+    /// The text contains a NUL byte, which PostgreSQL text cannot store.
+    NulByte,
+    /// The text is longer than the limit, in characters.
+    TooLong {
+        /// The limit, in characters.
+        max_chars: usize,
+    },
+    /// The value is outside its allowed range.
+    OutOfRange,
+}
+
+impl fmt::Display for InputProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NulByte => f.write_str("contains a NUL byte"),
+            Self::TooLong { max_chars } => write!(f, "longer than {max_chars} characters"),
+            Self::OutOfRange => f.write_str("out of range"),
+        }
+    }
+}
+
+/// A failure reported by tokio-postgres, printed without the server's DETAIL line (which can
+/// quote row values, such as a token hash). The SQLSTATE, message and constraint stay available.
+pub struct DatabaseError(tokio_postgres::Error);
+
+impl DatabaseError {
+    /// The SQLSTATE, when the server reported the error.
+    pub fn code(&self) -> Option<&SqlState> {
+        self.0.code()
+    }
+
+    /// The violated constraint, when the server names one.
+    pub fn constraint(&self) -> Option<&str> {
+        self.0.as_db_error().and_then(|db| db.constraint())
+    }
+
+    /// True when the connection behind the error is closed.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "{} {}: {}", db.severity(), db.code().code(), db.message()),
+            None => fmt::Display::fmt(&self.0, f),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseError({self})")
+    }
+}
+
+impl std::error::Error for DatabaseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // A server error's chain would print DETAIL; other errors (I/O, closed) are safe.
+        match self.0.as_db_error() {
+            Some(_) => None,
+            None => std::error::Error::source(&self.0),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(err: tokio_postgres::Error) -> Self {
+        let constraint = err.as_db_error().and_then(|db| db.constraint());
+        match (err.code(), constraint) {
+            (Some(&SqlState::UNIQUE_VIOLATION), Some(REFRESH_TOKEN_HASH_KEY)) => {
+                Self::DuplicateTokenHash
+            }
+            (Some(&SqlState::FOREIGN_KEY_VIOLATION), Some(USER_ID_FKEY)) => Self::UnknownUser,
+            _ => Self::Database(DatabaseError(err)),
+        }
+    }
+}
+
+impl From<PoolError> for Error {
+    fn from(err: PoolError) -> Self {
+        match err {
+            PoolError::Timeout(_) => Self::PoolTimeout,
+            PoolError::Backend(err) => Self::Connect(DatabaseError(err)),
+            other => Self::Pool(other),
+        }
+    }
+}

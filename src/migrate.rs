@@ -1,0 +1,131 @@
+//! Applies the migrations of `schema/`, embedded in the binary.
+//!
+//! Applied migrations are recorded in `public.auth_sessions_migrations` with a SHA-256 of their
+//! text. A run takes a transaction-scoped advisory lock first, so two processes starting at once
+//! apply each migration exactly once; the second waits, then finds nothing to do. All pending
+//! migrations apply in one transaction: a failure leaves the database as it was.
+//!
+//! Hand-written rather than refinery: refinery requires `V1__name.sql` file names, while this
+//! project numbers its migrations `001_name.sql`, and the whole runner is one transaction.
+
+use deadpool_postgres::Pool;
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+
+/// One migration of `schema/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    /// The number its file name starts with.
+    pub version: u32,
+    /// Its file name, without the number and extension.
+    pub name: &'static str,
+    /// Its SQL text.
+    pub sql: &'static str,
+}
+
+impl Migration {
+    fn checksum(&self) -> String {
+        hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+}
+
+/// Every migration of `schema/`, in order. A test checks this list against the directory.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "foundation",
+        sql: include_str!("../schema/001_foundation.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "user_sessions",
+        sql: include_str!("../schema/009_user_sessions.sql"),
+    },
+];
+
+/// Key of the advisory lock that serializes migration runs (an arbitrary constant).
+const LOCK_KEY: i64 = 0x6175_7468_7365_7373; // "authsess"
+
+/// What a migration run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MigrationReport {
+    /// Migrations applied by this run, in order.
+    pub applied: Vec<Migration>,
+    /// Migrations found already applied.
+    pub already_applied: Vec<Migration>,
+}
+
+/// Applies every pending migration, in order, in one transaction.
+///
+/// # Errors
+///
+/// [`Error::MigrationChanged`] when an applied migration's text differs from the embedded one;
+/// database and pool errors otherwise. Nothing is applied when it fails.
+pub async fn migrate(pool: &Pool) -> Result<MigrationReport, Error> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS public.auth_sessions_migrations (
+             version    integer     PRIMARY KEY,
+             name       text        NOT NULL,
+             checksum   text        NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let rows = tx.query("SELECT version, checksum FROM public.auth_sessions_migrations", &[]).await?;
+    let mut report = MigrationReport::default();
+    for migration in MIGRATIONS {
+        let version = i32::try_from(migration.version).unwrap_or(i32::MAX);
+        let recorded = rows.iter().find(|row| row.get::<_, i32>(0) == version);
+        match recorded {
+            Some(row) if row.get::<_, &str>(1) == migration.checksum() => {
+                report.already_applied.push(*migration);
+            }
+            Some(_) => return Err(Error::MigrationChanged { version: migration.version }),
+            None => {
+                tx.batch_execute(migration.sql).await?;
+                tx.execute(
+                    "INSERT INTO public.auth_sessions_migrations (version, name, checksum) \
+                     VALUES ($1, $2, $3)",
+                    &[&version, &migration.name, &migration.checksum()],
+                )
+                .await?;
+                report.applied.push(*migration);
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_list_matches_the_schema_directory() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".sql"))
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| format!("{:03}_{}.sql", m.version, m.name))
+            .collect();
+        assert_eq!(embedded, on_disk);
+        for (migration, name) in MIGRATIONS.iter().zip(&on_disk) {
+            let text = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").join(name),
+            )
+            .unwrap();
+            assert_eq!(migration.sql, text);
+        }
+    }
+}
