@@ -28,7 +28,10 @@ use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("generated/ has a parent").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("generated/ has a parent")
+        .to_path_buf();
 
     match watch_and_compare(&root) {
         Ok(true) => ExitCode::SUCCESS,
@@ -45,7 +48,9 @@ fn watch_and_compare(root: &Path) -> std::io::Result<bool> {
     for dir in ["schema", "queries", "generated"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    let files = fingerprint::inputs(root)?.into_iter().chain(fingerprint::outputs(root)?);
+    let files = fingerprint::inputs(root)?
+        .into_iter()
+        .chain(fingerprint::outputs(root)?);
     for file in files.chain([PathBuf::from(fingerprint::LOCK_FILE)]) {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
     }
@@ -56,7 +61,11 @@ fn watch_and_compare(root: &Path) -> std::io::Result<bool> {
 fn regenerate(root: &Path) -> ExitCode {
     // OUT_DIR is <target>/<profile>/build/<unit>/out; the generator gets <target>/codegen.
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
-    let target_dir = out_dir.ancestors().nth(4).unwrap_or(&out_dir).join("codegen");
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .unwrap_or(&out_dir)
+        .join("codegen");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args(["run", "--quiet", "--manifest-path"])

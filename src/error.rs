@@ -110,7 +110,13 @@ impl DatabaseError {
 impl fmt::Display for DatabaseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.as_db_error() {
-            Some(db) => write!(f, "{} {}: {}", db.severity(), db.code().code(), db.message()),
+            Some(db) => write!(
+                f,
+                "{} {}: {}",
+                db.severity(),
+                db.code().code(),
+                db.message()
+            ),
             None => fmt::Display::fmt(&self.0, f),
         }
     }

@@ -66,7 +66,8 @@ pub struct MigrationReport {
 pub async fn migrate(pool: &Pool) -> Result<MigrationReport, Error> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+        .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS public.auth_sessions_migrations (
              version    integer     PRIMARY KEY,
@@ -76,7 +77,12 @@ pub async fn migrate(pool: &Pool) -> Result<MigrationReport, Error> {
          )",
     )
     .await?;
-    let rows = tx.query("SELECT version, checksum FROM public.auth_sessions_migrations", &[]).await?;
+    let rows = tx
+        .query(
+            "SELECT version, checksum FROM public.auth_sessions_migrations",
+            &[],
+        )
+        .await?;
     let mut report = MigrationReport::default();
     for migration in MIGRATIONS {
         let version = i32::try_from(migration.version).unwrap_or(i32::MAX);
@@ -85,7 +91,11 @@ pub async fn migrate(pool: &Pool) -> Result<MigrationReport, Error> {
             Some(row) if row.get::<_, &str>(1) == migration.checksum() => {
                 report.already_applied.push(*migration);
             }
-            Some(_) => return Err(Error::MigrationChanged { version: migration.version }),
+            Some(_) => {
+                return Err(Error::MigrationChanged {
+                    version: migration.version,
+                });
+            }
             None => {
                 tx.batch_execute(migration.sql).await?;
                 tx.execute(
@@ -122,7 +132,9 @@ mod tests {
         assert_eq!(embedded, on_disk);
         for (migration, name) in MIGRATIONS.iter().zip(&on_disk) {
             let text = std::fs::read_to_string(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").join(name),
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("schema")
+                    .join(name),
             )
             .unwrap();
             assert_eq!(migration.sql, text);

@@ -22,7 +22,9 @@ pub struct SessionRepo {
 
 impl std::fmt::Debug for SessionRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionRepo").field("pool", &self.pool.status()).finish()
+        f.debug_struct("SessionRepo")
+            .field("pool", &self.pool.status())
+            .finish()
     }
 }
 
@@ -114,7 +116,10 @@ impl SessionRepo {
     #[instrument(skip_all, err(Display))]
     pub async fn find_by_token_hash(&self, hash: &TokenHash) -> Result<Option<Session>, Error> {
         let client = self.pool.get().await?;
-        let row = q::get_session_by_token_hash().bind(&client, &hash.as_str()).opt().await?;
+        let row = q::get_session_by_token_hash()
+            .bind(&client, &hash.as_str())
+            .opt()
+            .await?;
         Ok(row.map(Session::from))
     }
 
@@ -161,7 +166,10 @@ impl SessionRepo {
     #[instrument(skip_all, err(Display))]
     pub async fn revoke(&self, session_id: Uuid, user_id: Uuid) -> Result<bool, Error> {
         let client = self.pool.get().await?;
-        let deleted = q::delete_session().bind(&client, &session_id, &user_id).opt().await?;
+        let deleted = q::delete_session()
+            .bind(&client, &session_id, &user_id)
+            .opt()
+            .await?;
         Ok(deleted.is_some())
     }
 
@@ -194,7 +202,10 @@ impl SessionRepo {
     #[instrument(skip_all, err(Display))]
     pub async fn revoke_all(&self, user_id: Uuid) -> Result<u64, Error> {
         let client = self.pool.get().await?;
-        let deleted = q::delete_all_user_sessions().bind(&client, &user_id).one().await?;
+        let deleted = q::delete_all_user_sessions()
+            .bind(&client, &user_id)
+            .one()
+            .await?;
         Ok(count(deleted))
     }
 
@@ -219,7 +230,10 @@ impl SessionRepo {
     #[instrument(skip_all, err(Display))]
     pub async fn count_live(&self, user_id: Uuid) -> Result<u64, Error> {
         let client = self.pool.get().await?;
-        let live = q::count_user_sessions().bind(&client, &user_id).one().await?;
+        let live = q::count_user_sessions()
+            .bind(&client, &user_id)
+            .one()
+            .await?;
         Ok(count(live))
     }
 }

@@ -73,7 +73,13 @@ pub struct NewSession {
 impl NewSession {
     /// A session for `user_id` that lives for `ttl`, with no device details.
     pub fn new(user_id: Uuid, ttl: Duration) -> Self {
-        Self { user_id, device_info: None, ip_address: None, user_agent: None, ttl }
+        Self {
+            user_id,
+            device_info: None,
+            ip_address: None,
+            user_agent: None,
+            ttl,
+        }
     }
 
     /// Sets the human-readable device label.
@@ -96,24 +102,43 @@ impl NewSession {
 
     /// Checks every limit; returns the lifetime in whole seconds.
     pub(crate) fn validate(&self) -> Result<i64, Error> {
-        check_text("device_info", self.device_info.as_deref(), MAX_DEVICE_INFO_CHARS)?;
-        check_text("user_agent", self.user_agent.as_deref(), MAX_USER_AGENT_CHARS)?;
+        check_text(
+            "device_info",
+            self.device_info.as_deref(),
+            MAX_DEVICE_INFO_CHARS,
+        )?;
+        check_text(
+            "user_agent",
+            self.user_agent.as_deref(),
+            MAX_USER_AGENT_CHARS,
+        )?;
         if self.ttl < Duration::from_secs(1) || self.ttl > MAX_TTL {
-            return Err(Error::InvalidInput { field: "ttl", problem: InputProblem::OutOfRange });
+            return Err(Error::InvalidInput {
+                field: "ttl",
+                problem: InputProblem::OutOfRange,
+            });
         }
-        i64::try_from(self.ttl.as_secs())
-            .map_err(|_| Error::InvalidInput { field: "ttl", problem: InputProblem::OutOfRange })
+        i64::try_from(self.ttl.as_secs()).map_err(|_| Error::InvalidInput {
+            field: "ttl",
+            problem: InputProblem::OutOfRange,
+        })
     }
 }
 
 fn check_text(field: &'static str, text: Option<&str>, max_chars: usize) -> Result<(), Error> {
     let Some(text) = text else { return Ok(()) };
     if text.contains('\0') {
-        return Err(Error::InvalidInput { field, problem: InputProblem::NulByte });
+        return Err(Error::InvalidInput {
+            field,
+            problem: InputProblem::NulByte,
+        });
     }
     // Cheap bound first: a string of at most `max_chars` bytes has at most that many characters.
     if text.len() > max_chars && text.chars().count() > max_chars {
-        return Err(Error::InvalidInput { field, problem: InputProblem::TooLong { max_chars } });
+        return Err(Error::InvalidInput {
+            field,
+            problem: InputProblem::TooLong { max_chars },
+        });
     }
     Ok(())
 }
@@ -157,11 +182,17 @@ mod tests {
     #[test]
     fn limits_are_counted_in_characters() {
         let at_limit = "é".repeat(MAX_DEVICE_INFO_CHARS);
-        assert_eq!(new().with_device_info(at_limit.clone()).validate().unwrap(), 60);
+        assert_eq!(
+            new().with_device_info(at_limit.clone()).validate().unwrap(),
+            60
+        );
         let over = at_limit + "é";
         assert!(matches!(
             new().with_device_info(over).validate(),
-            Err(Error::InvalidInput { field: "device_info", problem: InputProblem::TooLong { max_chars: 256 } })
+            Err(Error::InvalidInput {
+                field: "device_info",
+                problem: InputProblem::TooLong { max_chars: 256 }
+            })
         ));
     }
 
@@ -169,14 +200,24 @@ mod tests {
     fn nul_bytes_and_bad_ttls_are_rejected() {
         assert!(matches!(
             new().with_user_agent("a\0b").validate(),
-            Err(Error::InvalidInput { field: "user_agent", problem: InputProblem::NulByte })
+            Err(Error::InvalidInput {
+                field: "user_agent",
+                problem: InputProblem::NulByte
+            })
         ));
-        for ttl in [Duration::ZERO, Duration::from_millis(999), MAX_TTL + Duration::from_secs(1)] {
+        for ttl in [
+            Duration::ZERO,
+            Duration::from_millis(999),
+            MAX_TTL + Duration::from_secs(1),
+        ] {
             let mut session = new();
             session.ttl = ttl;
             assert!(matches!(
                 session.validate(),
-                Err(Error::InvalidInput { field: "ttl", problem: InputProblem::OutOfRange })
+                Err(Error::InvalidInput {
+                    field: "ttl",
+                    problem: InputProblem::OutOfRange
+                })
             ));
         }
     }

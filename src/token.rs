@@ -151,7 +151,10 @@ mod tests {
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB".to_owned(),
             "é".repeat(21) + "A",
         ] {
-            assert!(matches!(RefreshToken::parse(&bad), Err(Error::MalformedToken)), "{bad:?}");
+            assert!(
+                matches!(RefreshToken::parse(&bad), Err(Error::MalformedToken)),
+                "{bad:?}"
+            );
         }
     }
 
@@ -161,7 +164,10 @@ mod tests {
         let short = "a".repeat(63);
         let non_hex = format!("{}g", "a".repeat(63));
         for bad in [upper.as_str(), short.as_str(), non_hex.as_str(), ""] {
-            assert!(matches!(TokenHash::from_hex(bad), Err(Error::MalformedToken)));
+            assert!(matches!(
+                TokenHash::from_hex(bad),
+                Err(Error::MalformedToken)
+            ));
         }
     }
 

@@ -12,17 +12,28 @@ struct EmptyDb(String);
 impl EmptyDb {
     async fn new(tag: &str) -> Self {
         let name = format!("auth_sessions_test_{}_{tag}", std::process::id());
-        admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        admin()
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
         Self(name)
     }
 
     fn pool(&self) -> auth_sessions::deadpool_postgres::Pool {
-        build_pool_with_config(common::server_config().dbname(&self.0).clone(), &PoolSettings::default())
-            .unwrap()
+        build_pool_with_config(
+            common::server_config().dbname(&self.0).clone(),
+            &PoolSettings::default(),
+        )
+        .unwrap()
     }
 
     async fn drop_now(self) {
-        admin().await.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.0)).await.unwrap();
+        admin()
+            .await
+            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.0))
+            .await
+            .unwrap();
     }
 }
 
@@ -49,7 +60,11 @@ async fn concurrent_runs_apply_each_migration_exactly_once() {
     for run in runs {
         applied += run.unwrap().applied.len();
     }
-    assert_eq!(applied, MIGRATIONS.len(), "each migration applied by exactly one runner");
+    assert_eq!(
+        applied,
+        MIGRATIONS.len(),
+        "each migration applied by exactly one runner"
+    );
     let client = pools[0].get().await.unwrap();
     let recorded: i64 = client
         .query_one("SELECT count(*) FROM public.auth_sessions_migrations", &[])
@@ -71,12 +86,18 @@ async fn an_applied_migration_that_changed_is_refused() {
     migrate(&pool).await.unwrap();
     let client = pool.get().await.unwrap();
     client
-        .execute("UPDATE public.auth_sessions_migrations SET checksum = 'edited' WHERE version = 9", &[])
+        .execute(
+            "UPDATE public.auth_sessions_migrations SET checksum = 'edited' WHERE version = 9",
+            &[],
+        )
         .await
         .unwrap();
     drop(client);
     let err = migrate(&pool).await.unwrap_err();
-    assert!(matches!(err, Error::MigrationChanged { version: 9 }), "{err:?}");
+    assert!(
+        matches!(err, Error::MigrationChanged { version: 9 }),
+        "{err:?}"
+    );
     pool.close();
     db.drop_now().await;
 }

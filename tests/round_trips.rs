@@ -32,7 +32,9 @@ impl CountingRelay {
         let counter = round_trips.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let server = TcpStream::connect((upstream.0.as_str(), upstream.1)).await.unwrap();
+                let server = TcpStream::connect((upstream.0.as_str(), upstream.1))
+                    .await
+                    .unwrap();
                 let (server_read, server_write) = server.into_split();
                 let (client_read, client_write) = client.into_split();
                 tokio::spawn(count_frontend(client_read, server_write, counter.clone()));
@@ -132,25 +134,42 @@ async fn every_repository_call_is_one_round_trip_on_a_warm_connection() {
         let (other, _) = repo.create(&new).await.unwrap();
         measure!("find_by_token_hash", repo.find_by_token_hash(&token.hash()));
         measure!("list_devices", repo.list_devices(user));
-        measure!("record_activity", repo.record_activity(session.id, Some(ip)));
+        measure!(
+            "record_activity",
+            repo.record_activity(session.id, Some(ip))
+        );
         measure!("count_live", repo.count_live(user));
         measure!("revoke", repo.revoke(other.id, user));
-        measure!("revoke_all_except", repo.revoke_all_except(user, session.id));
+        measure!(
+            "revoke_all_except",
+            repo.revoke_all_except(user, session.id)
+        );
         measure!("delete_expired", repo.delete_expired());
         measure!("revoke_all", repo.revoke_all(user));
-        if pass == "cold" { cold = costs } else { warm = costs }
+        if pass == "cold" {
+            cold = costs
+        } else {
+            warm = costs
+        }
     }
     assert_eq!(warm.len(), 9);
     for (name, cost) in &cold {
         assert_eq!(*cost, 2, "{name} on first use: prepare, then run: {cold:?}");
     }
     for (name, cost) in &warm {
-        assert_eq!(*cost, 1, "{name} took {cost} round trips on a warm connection: {warm:?}");
+        assert_eq!(
+            *cost, 1,
+            "{name} took {cost} round trips on a warm connection: {warm:?}"
+        );
     }
 
     // The counter does see the two round trips of an unnamed statement with parameters.
     let client = pool.get().await.unwrap();
     let before = relay.count();
     client.execute("SELECT $1::int", &[&1i32]).await.unwrap();
-    assert_eq!(relay.count() - before, 2, "execute with SQL text: prepare, then execute");
+    assert_eq!(
+        relay.count() - before,
+        2,
+        "execute with SQL text: prepare, then execute"
+    );
 }

@@ -88,15 +88,23 @@ fn check(root: &Path) -> Result<(), BoxError> {
     for (path, content) in &fresh_files {
         match committed.get(path) {
             None => drift.push(format!("missing: generated/{}", path.display())),
-            Some(old) if old != content => drift.push(format!("differs: generated/{}", path.display())),
+            Some(old) if old != content => {
+                drift.push(format!("differs: generated/{}", path.display()))
+            }
             Some(_) => {}
         }
     }
     for path in committed.keys().filter(|p| !fresh_files.contains_key(*p)) {
-        drift.push(format!("not produced by cornucopia: generated/{}", path.display()));
+        drift.push(format!(
+            "not produced by cornucopia: generated/{}",
+            path.display()
+        ));
     }
     if fingerprint::recorded(root) != Some(fingerprint::compute(root)?) {
-        drift.push(format!("{} does not match generated/ and its inputs", fingerprint::LOCK_FILE));
+        drift.push(format!(
+            "{} does not match generated/ and its inputs",
+            fingerprint::LOCK_FILE
+        ));
     }
     if drift.is_empty() {
         println!("generated/ is exactly what cornucopia produces from schema/ and queries/");
@@ -119,7 +127,10 @@ fn run_cornucopia(root: &Path, destination: &Path) -> Result<(), BoxError> {
         .map_err(|err| format!("DATABASE_URL is not a valid PostgreSQL URL: {err}"))?;
     let runtime = tokio::runtime::Runtime::new()?;
     let admin = connect(&runtime, &server).map_err(|err| {
-        format!("cannot reach PostgreSQL at DATABASE_URL ({}): {err}", redact(&url))
+        format!(
+            "cannot reach PostgreSQL at DATABASE_URL ({}): {err}",
+            redact(&url)
+        )
     })?;
 
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.subsec_nanos();
@@ -138,7 +149,8 @@ fn run_cornucopia(root: &Path, destination: &Path) -> Result<(), BoxError> {
         cornucopia::gen_live(&client, config).map_err(report)?;
         Ok(())
     })();
-    let dropped = runtime.block_on(admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")));
+    let dropped =
+        runtime.block_on(admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")));
     result?;
     dropped?;
     Ok(())

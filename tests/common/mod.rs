@@ -135,10 +135,14 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime, which cannot block on itself: use a thread.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
                 let admin = admin().await;
-                admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
             })?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         })
@@ -159,7 +163,10 @@ async fn create_template() -> String {
     let template = format!("{TEMPLATE_PREFIX}{}", &hex::encode(hasher.finalize())[..16]);
 
     let admin = admin().await;
-    admin.execute("SELECT pg_advisory_lock($1)", &[&TEMPLATE_LOCK]).await.expect("lock");
+    admin
+        .execute("SELECT pg_advisory_lock($1)", &[&TEMPLATE_LOCK])
+        .await
+        .expect("lock");
     sweep(&admin, &template).await;
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
@@ -179,7 +186,9 @@ async fn create_template() -> String {
             &PoolSettings::default(),
         )
         .expect("pool");
-        auth_sessions::migrate(&pool).await.expect("migrate template");
+        auth_sessions::migrate(&pool)
+            .await
+            .expect("migrate template");
         pool.close();
         for sql in [
             format!("ALTER DATABASE {building} RENAME TO {template}"),
@@ -188,7 +197,10 @@ async fn create_template() -> String {
             admin.batch_execute(&sql).await.expect("publish template");
         }
     }
-    admin.execute("SELECT pg_advisory_unlock($1)", &[&TEMPLATE_LOCK]).await.expect("unlock");
+    admin
+        .execute("SELECT pg_advisory_unlock($1)", &[&TEMPLATE_LOCK])
+        .await
+        .expect("unlock");
     template
 }
 
@@ -214,7 +226,10 @@ async fn sweep(admin: &Client, current_template: &str) {
                 format!("ALTER DATABASE {name} IS_TEMPLATE false"),
                 format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
             ] {
-                admin.batch_execute(&sql).await.expect("sweep leftover database");
+                admin
+                    .batch_execute(&sql)
+                    .await
+                    .expect("sweep leftover database");
             }
         }
     }

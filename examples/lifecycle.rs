@@ -1,0 +1,139 @@
+//! Walks one user's session lifecycle against PostgreSQL and prints what happens:
+//! three devices log in, list, activity, revoke one, revoke the others, cleanup.
+//!
+//! ```text
+//! cargo run --example lifecycle
+//! ```
+//!
+//! Uses `DATABASE_URL` (default `postgres://postgres@localhost:5432/postgres`), migrates it, and
+//! removes the user it creates when done.
+
+use std::time::Duration;
+
+use auth_sessions::{
+    DEFAULT_DATABASE_URL, NewSession, PoolSettings, SessionRepo, build_pool, migrate,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
+    let pool = build_pool(&url, &PoolSettings::default())?;
+    let report = migrate(&pool).await?;
+    println!(
+        "migrations: {} applied now, {} already applied",
+        report.applied.len(),
+        report.already_applied.len()
+    );
+
+    let client = pool.get().await?;
+    let email = format!("demo-{}@example.test", std::process::id());
+    let user: uuid::Uuid = client
+        .query_one(
+            "INSERT INTO auth.users (email) VALUES ($1) RETURNING id",
+            &[&email],
+        )
+        .await?
+        .get(0);
+    drop(client);
+    println!("user {user} ({email})");
+
+    let repo = SessionRepo::new(pool.clone());
+    let month = Duration::from_secs(30 * 24 * 60 * 60);
+    let devices = [
+        (
+            "Firefox on Linux",
+            "203.0.113.7",
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+        ),
+        ("iPhone app", "2001:db8::42", "AuthApp/3.1 iOS/18.1"),
+        (
+            "Chrome on Windows",
+            "198.51.100.23",
+            "Mozilla/5.0 (Windows NT 10.0) Chrome/131.0",
+        ),
+    ];
+    let mut sessions = Vec::new();
+    for (label, ip, agent) in devices {
+        let new = NewSession::new(user, month)
+            .with_device_info(label)
+            .with_ip_address(ip.parse()?)
+            .with_user_agent(agent);
+        let (session, token) = repo.create(&new).await?;
+        println!(
+            "login: {label:<18} session {} (refresh token of {} chars handed to the device; \
+             only its SHA-256 is stored)",
+            session.id,
+            token.expose_secret().len()
+        );
+        sessions.push((session, token));
+    }
+
+    let (laptop, laptop_token) = &sessions[0];
+    let found = repo.find_by_token(laptop_token.expose_secret()).await?;
+    println!(
+        "lookup by refresh token: {}",
+        found.map_or("none".into(), |s| s.id.to_string())
+    );
+
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let at = repo
+        .record_activity(sessions[1].0.id, Some("2001:db8::99".parse()?))
+        .await?;
+    println!(
+        "activity on the iPhone at {}",
+        at.map_or("-".into(), |t| t.to_rfc3339())
+    );
+
+    print_devices(&repo, user).await?;
+
+    let revoked = repo.revoke(sessions[2].0.id, user).await?;
+    println!("revoke Chrome on Windows: {revoked}");
+    let wrong_owner = repo.revoke(sessions[1].0.id, uuid::Uuid::new_v4()).await?;
+    println!("revoke the iPhone as another user: {wrong_owner} (nothing deleted)");
+    println!("live sessions: {}", repo.count_live(user).await?);
+
+    let others = repo.revoke_all_except(user, laptop.id).await?;
+    println!("log out other devices (keep the laptop): {others} revoked");
+    print_devices(&repo, user).await?;
+
+    let (short, _) = repo
+        .create(&NewSession::new(user, Duration::from_secs(1)))
+        .await?;
+    println!(
+        "short-lived session {} expires in 1 s; waiting...",
+        short.id
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    println!(
+        "cleanup: {} expired session(s) deleted",
+        repo.delete_expired().await?
+    );
+    println!("live sessions: {}", repo.count_live(user).await?);
+
+    println!(
+        "log out everywhere: {} revoked",
+        repo.revoke_all(user).await?
+    );
+    let client = pool.get().await?;
+    client
+        .execute("DELETE FROM auth.users WHERE id = $1", &[&user])
+        .await?;
+    println!("removed the demo user");
+    Ok(())
+}
+
+async fn print_devices(repo: &SessionRepo, user: uuid::Uuid) -> Result<(), BoxError> {
+    println!("devices (most recent first, no token hash, no user agent):");
+    for device in repo.list_devices(user).await? {
+        println!(
+            "  {}  {:<18} {:<15} last active {}",
+            device.id,
+            device.device_info.as_deref().unwrap_or("-"),
+            device.ip_address.map_or("-".into(), |ip| ip.to_string()),
+            device.last_active_at.format("%H:%M:%S%.3f"),
+        );
+    }
+    Ok(())
+}
