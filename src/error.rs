@@ -9,6 +9,8 @@ use tokio_postgres::error::SqlState;
 pub(crate) const REFRESH_TOKEN_HASH_KEY: &str = "user_sessions_refresh_token_hash_key";
 /// Name of the foreign key from `auth.user_sessions.user_id` to `auth.users` (schema/009).
 pub(crate) const USER_ID_FKEY: &str = "user_sessions_user_id_fkey";
+/// Constraint name `auth.create_session` raises at the per-user cap (schema/010).
+pub(crate) const PER_USER_CAP: &str = "user_sessions_per_user_cap";
 
 /// Everything that can go wrong in this crate. Absent rows are `Ok(None)`, never an error.
 ///
@@ -22,6 +24,10 @@ pub enum Error {
     /// The session's `user_id` names no row of `auth.users`.
     #[error("unknown user")]
     UnknownUser,
+    /// The user already has the maximum number of live sessions and the policy is
+    /// [`crate::CapPolicy::Refuse`].
+    #[error("the user has reached the maximum number of sessions")]
+    SessionCapReached,
     /// A presented refresh token (or token hash) is not well formed. Detected before any
     /// database call.
     #[error("malformed refresh token")]
@@ -56,6 +62,10 @@ pub enum Error {
     /// Any other database failure (query error, lost connection, statement timeout...).
     #[error("database error")]
     Database(#[source] DatabaseError),
+    /// The database answered in a way this build does not understand (for example a schema
+    /// function from another version).
+    #[error("unexpected response from the database: {0}")]
+    UnexpectedResponse(&'static str),
     /// The operating system's random number generator failed.
     #[error("cannot draw random bytes for a refresh token")]
     Randomness(#[source] getrandom::Error),
@@ -146,6 +156,7 @@ impl From<tokio_postgres::Error> for Error {
                 Self::DuplicateTokenHash
             }
             (Some(&SqlState::FOREIGN_KEY_VIOLATION), Some(USER_ID_FKEY)) => Self::UnknownUser,
+            (Some(&SqlState::CHECK_VIOLATION), Some(PER_USER_CAP)) => Self::SessionCapReached,
             _ => Self::Database(DatabaseError(err)),
         }
     }

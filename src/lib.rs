@@ -4,6 +4,8 @@
 
 mod error;
 mod migrate;
+mod outcome;
+mod policy;
 mod pool;
 mod repo;
 mod session;
@@ -11,12 +13,14 @@ mod token;
 
 pub use error::{DatabaseError, Error, InputProblem};
 pub use migrate::{MIGRATIONS, Migration, MigrationReport, migrate};
+pub use outcome::{RevokeReason, Rotation, Validation};
+pub use policy::{CapPolicy, SessionPolicy};
 pub use pool::{DEFAULT_DATABASE_URL, PoolSettings, build_pool, build_pool_with_config};
 pub use repo::SessionRepo;
 pub use session::{
-    Device, MAX_DEVICE_INFO_CHARS, MAX_TTL, MAX_USER_AGENT_CHARS, NewSession, Session,
+    Activity, Device, MAX_DEVICE_INFO_CHARS, MAX_TTL, MAX_USER_AGENT_CHARS, NewSession, Session,
 };
-pub use token::{RefreshToken, TokenHash};
+pub use token::{RefreshToken, RotationKey, TokenHash};
 
 /// Re-exported so services can name the pool type without a direct dependency.
 pub use deadpool_postgres;

@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "user_sessions",
         sql: include_str!("../schema/009_user_sessions.sql"),
     },
+    Migration {
+        version: 10,
+        name: "session_lifecycle",
+        sql: include_str!("../schema/010_session_lifecycle.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migration runs (an arbitrary constant).

@@ -1,14 +1,21 @@
 //! `SessionRepo`: one method per query of `queries/sessions.sql`.
 
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
-use chrono::{DateTime, Utc};
 use db::queries::sessions as q;
 use deadpool_postgres::Pool;
 use tracing::instrument;
 use uuid::Uuid;
 
-use crate::{Device, Error, NewSession, RefreshToken, Session, TokenHash};
+use crate::outcome::State;
+use crate::{
+    Activity, CapPolicy, Device, Error, NewSession, RefreshToken, Rotation, RotationKey, Session,
+    SessionPolicy, TokenHash, Validation,
+};
+
+/// The rotation key of a policy that names none: drawn once per process.
+static PROCESS_ROTATION_KEY: OnceLock<RotationKey> = OnceLock::new();
 
 /// The session store. Cheap to clone: clones share one pool.
 ///
@@ -18,21 +25,36 @@ use crate::{Device, Error, NewSession, RefreshToken, Session, TokenHash};
 #[derive(Clone)]
 pub struct SessionRepo {
     pool: Pool,
+    policy: Arc<SessionPolicy>,
 }
 
 impl std::fmt::Debug for SessionRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionRepo")
             .field("pool", &self.pool.status())
+            .field("policy", &self.policy)
             .finish()
     }
 }
 
 impl SessionRepo {
-    /// A repository over `pool` (see [`crate::build_pool`]). The schema must be migrated
-    /// ([`crate::migrate`]).
+    /// A repository over `pool` (see [`crate::build_pool`]) with the default
+    /// [`SessionPolicy`]. The schema must be migrated ([`crate::migrate`]).
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self::with_policy(pool, SessionPolicy::default())
+    }
+
+    /// A repository over `pool` with the given policies.
+    pub fn with_policy(pool: Pool, policy: SessionPolicy) -> Self {
+        Self {
+            pool,
+            policy: Arc::new(policy),
+        }
+    }
+
+    /// The policies in force.
+    pub fn policy(&self) -> &SessionPolicy {
+        &self.policy
     }
 
     /// The pool this repository uses.
@@ -43,11 +65,17 @@ impl SessionRepo {
     /// Creates a session with a fresh refresh token. Returns the session and the token, which
     /// the caller hands to the device; only the token's hash is stored.
     ///
+    /// With a per-user cap ([`SessionPolicy::max_sessions_per_user`]), a user at the cap loses
+    /// their least recently active sessions (revoked as `Evicted`) or the call is refused, by
+    /// [`CapPolicy`]. Concurrent logins of one user are serialized on the user's row, so the cap
+    /// holds under concurrency.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidInput`] for text with a NUL byte or over its limit, or a lifetime out of
     /// range (before any database call); [`Error::UnknownUser`] when `user_id` does not exist;
-    /// pool and database errors.
+    /// [`Error::SessionCapReached`] at the cap under [`CapPolicy::Refuse`]; pool and database
+    /// errors.
     #[instrument(skip_all, err(Display))]
     pub async fn create(&self, new: &NewSession) -> Result<(Session, RefreshToken), Error> {
         let ttl_seconds = new.validate()?;
@@ -89,6 +117,9 @@ impl SessionRepo {
                 &new.ip_address,
                 &new.user_agent.as_deref(),
                 &ttl_seconds,
+                &self.policy.idle_seconds(),
+                &self.policy.cap(),
+                &(self.policy.at_cap == CapPolicy::EvictLeastRecentlyActive),
             )
             .one()
             .await?;
@@ -107,8 +138,9 @@ impl SessionRepo {
         self.find_by_token_hash(&token.hash()).await
     }
 
-    /// Finds the session holding this token hash, only if `expires_at > now()` on the database
-    /// clock. `Ok(None)` when there is none.
+    /// Finds the live session holding this token hash: not revoked, `expires_at > now()` and
+    /// not idle for longer than the idle timeout, on the database clock. `Ok(None)` otherwise;
+    /// [`SessionRepo::validate`] says why.
     ///
     /// # Errors
     ///
@@ -117,13 +149,13 @@ impl SessionRepo {
     pub async fn find_by_token_hash(&self, hash: &TokenHash) -> Result<Option<Session>, Error> {
         let client = self.pool.get().await?;
         let row = q::get_session_by_token_hash()
-            .bind(&client, &hash.as_str())
+            .bind(&client, &hash.as_str(), &self.policy.idle_seconds())
             .opt()
             .await?;
         Ok(row.map(Session::from))
     }
 
-    /// Lists a user's unexpired sessions, most recently active first, without token hashes or
+    /// Lists a user's live sessions, most recently active first, without token hashes or
     /// raw user agents. Empty for an unknown user.
     ///
     /// # Errors
@@ -132,13 +164,17 @@ impl SessionRepo {
     #[instrument(skip_all, err(Display))]
     pub async fn list_devices(&self, user_id: Uuid) -> Result<Vec<Device>, Error> {
         let client = self.pool.get().await?;
-        let rows = q::get_user_sessions().bind(&client, &user_id).all().await?;
+        let rows = q::get_user_sessions()
+            .bind(&client, &user_id, &self.policy.idle_seconds())
+            .all()
+            .await?;
         Ok(rows.into_iter().map(Device::from).collect())
     }
 
-    /// Records activity on an unexpired session: `last_active_at` becomes now and, when given,
-    /// `ip_address` the client's current address. Returns the new activity time, or `None`
-    /// when the session does not exist or has expired.
+    /// Records activity on a live session. Writes only when the stored `last_active_at` is at
+    /// least [`SessionPolicy::activity_interval`] old or `ip_address` differs from the stored
+    /// one, decided in the same statement, so most calls write nothing. `None` when the
+    /// session is not live.
     ///
     /// # Errors
     ///
@@ -148,17 +184,27 @@ impl SessionRepo {
         &self,
         session_id: Uuid,
         ip_address: Option<IpAddr>,
-    ) -> Result<Option<DateTime<Utc>>, Error> {
+    ) -> Result<Option<Activity>, Error> {
         let client = self.pool.get().await?;
-        let at = q::update_session_activity()
-            .bind(&client, &ip_address, &session_id)
+        let row = q::update_session_activity()
+            .bind(
+                &client,
+                &session_id,
+                &self.policy.idle_seconds(),
+                &ip_address,
+                &self.policy.activity_seconds(),
+            )
             .opt()
             .await?;
-        Ok(at)
+        Ok(row.map(|row| Activity {
+            last_active_at: row.last_active_at,
+            written: row.written,
+        }))
     }
 
     /// Revokes one session, only if it belongs to `user_id`. Returns whether a session was
-    /// deleted; a session of another user is left alone and gives `false`.
+    /// revoked; a session of another user is left alone and gives `false`. The row stays as a
+    /// tombstone (its token then validates as [`Validation::Revoked`]) until cleanup.
     ///
     /// # Errors
     ///
@@ -166,15 +212,15 @@ impl SessionRepo {
     #[instrument(skip_all, err(Display))]
     pub async fn revoke(&self, session_id: Uuid, user_id: Uuid) -> Result<bool, Error> {
         let client = self.pool.get().await?;
-        let deleted = q::delete_session()
+        let revoked = q::revoke_session()
             .bind(&client, &session_id, &user_id)
             .opt()
             .await?;
-        Ok(deleted.is_some())
+        Ok(revoked.is_some())
     }
 
     /// Revokes every session of `user_id` except `current_session_id` ("log out my other
-    /// devices"). Returns how many were deleted.
+    /// devices"). Returns how many were revoked.
     ///
     /// # Errors
     ///
@@ -186,15 +232,15 @@ impl SessionRepo {
         current_session_id: Uuid,
     ) -> Result<u64, Error> {
         let client = self.pool.get().await?;
-        let deleted = q::delete_all_sessions_except_current()
+        let revoked = q::revoke_all_sessions_except_current()
             .bind(&client, &user_id, &current_session_id)
             .one()
             .await?;
-        Ok(count(deleted))
+        Ok(count(revoked))
     }
 
     /// Revokes every session of `user_id` ("log out everywhere"). Returns how many were
-    /// deleted.
+    /// revoked.
     ///
     /// # Errors
     ///
@@ -202,15 +248,15 @@ impl SessionRepo {
     #[instrument(skip_all, err(Display))]
     pub async fn revoke_all(&self, user_id: Uuid) -> Result<u64, Error> {
         let client = self.pool.get().await?;
-        let deleted = q::delete_all_user_sessions()
+        let revoked = q::revoke_all_user_sessions()
             .bind(&client, &user_id)
             .one()
             .await?;
-        Ok(count(deleted))
+        Ok(count(revoked))
     }
 
-    /// Deletes every session whose `expires_at` has passed (database clock). Returns how many
-    /// were deleted.
+    /// Deletes every session past its absolute expiry or idle for longer than the idle timeout
+    /// (database clock), revoked ones included. Returns how many were deleted.
     ///
     /// # Errors
     ///
@@ -218,11 +264,14 @@ impl SessionRepo {
     #[instrument(skip_all, err(Display))]
     pub async fn delete_expired(&self) -> Result<u64, Error> {
         let client = self.pool.get().await?;
-        let deleted = q::delete_expired_sessions().bind(&client).one().await?;
+        let deleted = q::delete_expired_sessions()
+            .bind(&client, &self.policy.idle_seconds())
+            .one()
+            .await?;
         Ok(count(deleted))
     }
 
-    /// Counts a user's unexpired sessions.
+    /// Counts a user's live sessions.
     ///
     /// # Errors
     ///
@@ -231,10 +280,113 @@ impl SessionRepo {
     pub async fn count_live(&self, user_id: Uuid) -> Result<u64, Error> {
         let client = self.pool.get().await?;
         let live = q::count_user_sessions()
-            .bind(&client, &user_id)
+            .bind(&client, &user_id, &self.policy.idle_seconds())
             .one()
             .await?;
         Ok(count(live))
+    }
+
+    /// Classifies a token presented by a device, changing nothing: valid (with the session),
+    /// expired, idle-timed-out, revoked, reused or unknown. A token replaced less than the
+    /// grace window ago by the session's current token is valid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MalformedToken`] before any database call; pool and database errors.
+    #[instrument(skip_all, err(Display))]
+    pub async fn validate(&self, presented: &str) -> Result<Validation, Error> {
+        let token = RefreshToken::parse(presented)?;
+        let client = self.pool.get().await?;
+        let row = q::validate_session()
+            .bind(
+                &client,
+                &token.hash().as_str(),
+                &self.policy.idle_seconds(),
+                &self.policy.grace_seconds(),
+            )
+            .opt()
+            .await?;
+        let Some(row) = row else {
+            return Ok(Validation::Unknown);
+        };
+        Ok(
+            match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
+                State::Live => Validation::Valid(row.into()),
+                State::Expired => Validation::Expired,
+                State::IdleTimedOut => Validation::IdleTimedOut,
+                State::Revoked(reason) => Validation::Revoked(reason),
+                State::TokenReused => Validation::TokenReused {
+                    session_id: row.id,
+                    user_id: row.user_id,
+                },
+            },
+        )
+    }
+
+    /// Rotates a presented refresh token in one atomic statement: the session's stored hash
+    /// becomes the hash of a new token, which is returned, and activity is recorded.
+    ///
+    /// The new token is derived from the presented one with the policy's rotation key, so
+    /// concurrent callers presenting the same token (tabs, a retried request) within
+    /// [`SessionPolicy::rotation_grace`] all receive the same new token and the session never
+    /// forks. Presenting a replaced token after that revokes the whole session and returns
+    /// [`Rotation::TokenReused`] (RFC 9700, 4.14.2).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MalformedToken`] before any database call; [`Error::Randomness`] when no
+    /// rotation key is configured and none can be drawn; pool and database errors.
+    #[instrument(skip_all, err(Display))]
+    pub async fn rotate(&self, presented: &str) -> Result<Rotation, Error> {
+        let token = RefreshToken::parse(presented)?;
+        let successor = self.rotation_key()?.successor(&token);
+        let client = self.pool.get().await?;
+        let row = q::rotate_session()
+            .bind(
+                &client,
+                &token.hash().as_str(),
+                &successor.hash().as_str(),
+                &self.policy.idle_seconds(),
+                &self.policy.grace_seconds(),
+            )
+            .opt()
+            .await?;
+        let Some(row) = row else {
+            return Ok(Rotation::Unknown);
+        };
+        Ok(
+            match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
+                State::Live => Rotation::Rotated {
+                    session: row.into(),
+                    token: successor,
+                },
+                State::Expired => Rotation::Expired,
+                State::IdleTimedOut => Rotation::IdleTimedOut,
+                State::Revoked(reason) => Rotation::Revoked(reason),
+                State::TokenReused => {
+                    tracing::warn!(session_id = %row.id, user_id = %row.user_id,
+                    "refresh token reused after rotation: session revoked");
+                    Rotation::TokenReused {
+                        session_id: row.id,
+                        user_id: row.user_id,
+                    }
+                }
+            },
+        )
+    }
+
+    fn rotation_key(&self) -> Result<&RotationKey, Error> {
+        if let Some(key) = &self.policy.rotation_key {
+            return Ok(key);
+        }
+        if let Some(key) = PROCESS_ROTATION_KEY.get() {
+            return Ok(key);
+        }
+        // Two threads may race here; the first key set wins and both use it.
+        let _ = PROCESS_ROTATION_KEY.set(RotationKey::generate()?);
+        PROCESS_ROTATION_KEY
+            .get()
+            .ok_or(Error::UnexpectedResponse("rotation key unset"))
     }
 }
 

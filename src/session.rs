@@ -55,6 +55,16 @@ pub struct Device {
     pub created_at: DateTime<Utc>,
 }
 
+/// What recording activity did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Activity {
+    /// The session's activity time after the call (database clock).
+    pub last_active_at: DateTime<Utc>,
+    /// Whether the call wrote it; `false` when the stored time was recent enough.
+    pub written: bool,
+}
+
 /// What a new session needs. Build it with [`NewSession::new`] and the `with_*` methods.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSession {
@@ -145,6 +155,21 @@ fn check_text(field: &'static str, text: Option<&str>, max_chars: usize) -> Resu
 
 impl From<db::queries::sessions::AuthUserSession> for Session {
     fn from(row: db::queries::sessions::AuthUserSession) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            device_info: row.device_info,
+            ip_address: row.ip_address,
+            user_agent: row.user_agent,
+            last_active_at: row.last_active_at,
+            expires_at: row.expires_at,
+            created_at: row.created_at,
+        }
+    }
+}
+
+impl From<db::queries::sessions::SessionOutcome> for Session {
+    fn from(row: db::queries::sessions::SessionOutcome) -> Self {
         Self {
             id: row.id,
             user_id: row.user_id,

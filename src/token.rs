@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
@@ -114,6 +116,68 @@ impl fmt::Debug for TokenHash {
     }
 }
 
+/// The server-side key from which a rotated refresh token's successor is derived:
+/// `successor = HMAC-SHA256(key, presented token)`. Any caller presenting the same token is
+/// handed the same successor, so concurrent refreshes never fork a session into several live
+/// tokens. `Debug` prints no key.
+#[derive(Clone)]
+pub struct RotationKey([u8; 32]);
+
+impl RotationKey {
+    /// Least accepted key length, in bytes.
+    pub const MIN_LEN: usize = 32;
+
+    /// A key from secret bytes (at least 32; longer keys are hashed down to 32).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for fewer than [`RotationKey::MIN_LEN`] bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() < Self::MIN_LEN {
+            return Err(Error::InvalidInput {
+                field: "rotation_key",
+                problem: crate::InputProblem::OutOfRange,
+            });
+        }
+        let mut key = [0u8; 32];
+        if bytes.len() == 32 {
+            key.copy_from_slice(bytes);
+        } else {
+            key.copy_from_slice(&Sha256::digest(bytes));
+        }
+        Ok(Self(key))
+    }
+
+    /// A random key from the operating system.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Randomness`] when the operating system cannot provide random bytes.
+    pub fn generate() -> Result<Self, Error> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(Error::Randomness)?;
+        Ok(Self(key))
+    }
+
+    /// The successor of `presented`: what rotating it hands out.
+    pub fn successor(&self, presented: &RefreshToken) -> RefreshToken {
+        // HMAC pads a key shorter than the hash's 64-byte block with zeros (RFC 2104), so the
+        // padded block is the same key, and the fixed-size constructor cannot fail.
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&self.0);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new(&block.into());
+        mac.update(b"auth-sessions refresh token rotation v1\0");
+        mac.update(presented.expose_secret().as_bytes());
+        RefreshToken(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+}
+
+impl fmt::Debug for RotationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RotationKey(<redacted>)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +233,20 @@ mod tests {
                 Err(Error::MalformedToken)
             ));
         }
+    }
+
+    #[test]
+    fn successors_are_deterministic_per_key_and_well_formed() {
+        let key = RotationKey::from_bytes(&[7; 32]).unwrap();
+        let other = RotationKey::from_bytes(&[8; 40]).unwrap();
+        let token = RefreshToken::generate().unwrap();
+        let next = key.successor(&token);
+        assert_eq!(next, key.successor(&token));
+        assert_ne!(next, token);
+        assert_ne!(next, other.successor(&token));
+        assert_eq!(RefreshToken::parse(next.expose_secret()).unwrap(), next);
+        assert!(RotationKey::from_bytes(&[1; 31]).is_err());
+        assert_eq!(format!("{key:?}"), "RotationKey(<redacted>)");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use auth_sessions::{
     Error, InputProblem, MAX_DEVICE_INFO_CHARS, MAX_USER_AGENT_CHARS, NewSession, PoolSettings,
-    RefreshToken, SessionRepo, TokenHash, build_pool,
+    RefreshToken, SessionPolicy, SessionRepo, TokenHash, build_pool,
 };
 use common::TestDb;
 use db::queries::sessions as q;
@@ -98,7 +98,7 @@ async fn expiry_boundary_is_decided_by_the_database_clock() {
         .await
         .unwrap();
     let at_now = q::get_session_by_token_hash()
-        .bind(&tx, &hash.as_str())
+        .bind(&tx, &hash.as_str(), &None)
         .opt()
         .await
         .unwrap();
@@ -110,7 +110,7 @@ async fn expiry_boundary_is_decided_by_the_database_clock() {
         .await
         .unwrap();
     let just_after = q::get_session_by_token_hash()
-        .bind(&tx, &hash.as_str())
+        .bind(&tx, &hash.as_str(), &None)
         .opt()
         .await
         .unwrap();
@@ -118,7 +118,11 @@ async fn expiry_boundary_is_decided_by_the_database_clock() {
     tx.execute(set_expiry, &[&session.id, &"0 seconds"])
         .await
         .unwrap();
-    let deleted = q::delete_expired_sessions().bind(&tx).one().await.unwrap();
+    let deleted = q::delete_expired_sessions()
+        .bind(&tx, &None)
+        .one()
+        .await
+        .unwrap();
     assert_eq!(deleted, 1, "cleanup deletes a session expiring exactly now");
     tx.rollback().await.unwrap();
 
@@ -196,18 +200,23 @@ async fn listing_shows_live_devices_most_recent_first_without_secrets() {
 async fn record_activity_moves_last_active_and_updates_the_address() {
     let db = TestDb::new().await;
     let user = db.user().await;
-    let (session, token) = db.repo.create(&laptop(user)).await.unwrap();
+    // Unthrottled: every call writes.
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default().activity_interval(Duration::ZERO),
+    );
+    let (session, token) = repo.create(&laptop(user)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
 
-    let at = db
-        .repo
+    let at = repo
         .record_activity(session.id, None)
         .await
         .unwrap()
         .expect("live session");
+    assert!(at.written);
+    let at = at.last_active_at;
     assert!(at > session.last_active_at);
-    let found = db
-        .repo
+    let found = repo
         .find_by_token(token.expose_secret())
         .await
         .unwrap()
@@ -228,8 +237,7 @@ async fn record_activity_moves_last_active_and_updates_the_address() {
         .await
         .unwrap()
         .unwrap();
-    let found = db
-        .repo
+    let found = repo
         .find_by_token(token.expose_secret())
         .await
         .unwrap()
@@ -237,7 +245,7 @@ async fn record_activity_moves_last_active_and_updates_the_address() {
     assert_eq!(found.ip_address, Some(v6));
 
     assert_eq!(
-        db.repo.record_activity(Uuid::new_v4(), None).await.unwrap(),
+        repo.record_activity(Uuid::new_v4(), None).await.unwrap(),
         None
     );
 }

@@ -8,21 +8,54 @@ pub struct CreateSessionParams<T1: crate::StringSql, T2: crate::StringSql, T3: c
     pub ip_address: Option<std::net::IpAddr>,
     pub user_agent: Option<T3>,
     pub ttl_seconds: i64,
+    pub idle_seconds: Option<i64>,
+    pub max_sessions: Option<i32>,
+    pub evict: bool,
+}
+#[derive(Debug)]
+pub struct GetSessionByTokenHashParams<T1: crate::StringSql> {
+    pub refresh_token_hash: T1,
+    pub idle_seconds: Option<i64>,
+}
+#[derive(Clone, Copy, Debug)]
+pub struct GetUserSessionsParams {
+    pub user_id: uuid::Uuid,
+    pub idle_seconds: Option<i64>,
 }
 #[derive(Clone, Copy, Debug)]
 pub struct UpdateSessionActivityParams {
-    pub ip_address: Option<std::net::IpAddr>,
     pub id: uuid::Uuid,
+    pub idle_seconds: Option<i64>,
+    pub ip_address: Option<std::net::IpAddr>,
+    pub min_interval_seconds: i64,
 }
 #[derive(Clone, Copy, Debug)]
-pub struct DeleteSessionParams {
+pub struct RevokeSessionParams {
     pub id: uuid::Uuid,
     pub user_id: uuid::Uuid,
 }
 #[derive(Clone, Copy, Debug)]
-pub struct DeleteAllSessionsExceptCurrentParams {
+pub struct RevokeAllSessionsExceptCurrentParams {
     pub user_id: uuid::Uuid,
     pub current_id: uuid::Uuid,
+}
+#[derive(Clone, Copy, Debug)]
+pub struct CountUserSessionsParams {
+    pub user_id: uuid::Uuid,
+    pub idle_seconds: Option<i64>,
+}
+#[derive(Debug)]
+pub struct RotateSessionParams<T1: crate::StringSql, T2: crate::StringSql> {
+    pub presented_hash: T1,
+    pub successor_hash: T2,
+    pub idle_seconds: Option<i64>,
+    pub grace_seconds: i64,
+}
+#[derive(Debug)]
+pub struct ValidateSessionParams<T1: crate::StringSql> {
+    pub presented_hash: T1,
+    pub idle_seconds: Option<i64>,
+    pub grace_seconds: i64,
 }
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthUserSession {
@@ -35,6 +68,9 @@ pub struct AuthUserSession {
     pub last_active_at: chrono::DateTime<chrono::Utc>,
     pub expires_at: chrono::DateTime<chrono::Utc>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_reason: Option<String>,
+    pub rotated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 pub struct AuthUserSessionBorrowed<'a> {
     pub id: uuid::Uuid,
@@ -46,6 +82,9 @@ pub struct AuthUserSessionBorrowed<'a> {
     pub last_active_at: chrono::DateTime<chrono::Utc>,
     pub expires_at: chrono::DateTime<chrono::Utc>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_reason: Option<&'a str>,
+    pub rotated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 impl<'a> From<AuthUserSessionBorrowed<'a>> for AuthUserSession {
     fn from(
@@ -59,6 +98,9 @@ impl<'a> From<AuthUserSessionBorrowed<'a>> for AuthUserSession {
             last_active_at,
             expires_at,
             created_at,
+            revoked_at,
+            revoked_reason,
+            rotated_at,
         }: AuthUserSessionBorrowed<'a>,
     ) -> Self {
         Self {
@@ -71,6 +113,9 @@ impl<'a> From<AuthUserSessionBorrowed<'a>> for AuthUserSession {
             last_active_at,
             expires_at,
             created_at,
+            revoked_at,
+            revoked_reason: revoked_reason.map(|v| v.into()),
+            rotated_at,
         }
     }
 }
@@ -109,6 +154,77 @@ impl<'a> From<UserDeviceBorrowed<'a>> for UserDevice {
             last_active_at,
             expires_at,
             created_at,
+        }
+    }
+}
+#[derive(Debug, Clone, PartialEq, Copy)]
+pub struct SessionActivity {
+    pub last_active_at: chrono::DateTime<chrono::Utc>,
+    pub written: bool,
+}
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionOutcome {
+    pub outcome: String,
+    pub id: uuid::Uuid,
+    pub user_id: uuid::Uuid,
+    pub refresh_token_hash: String,
+    pub device_info: Option<String>,
+    pub ip_address: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+    pub last_active_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_reason: Option<String>,
+    pub rotated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+pub struct SessionOutcomeBorrowed<'a> {
+    pub outcome: &'a str,
+    pub id: uuid::Uuid,
+    pub user_id: uuid::Uuid,
+    pub refresh_token_hash: &'a str,
+    pub device_info: Option<&'a str>,
+    pub ip_address: Option<std::net::IpAddr>,
+    pub user_agent: Option<&'a str>,
+    pub last_active_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_reason: Option<&'a str>,
+    pub rotated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+impl<'a> From<SessionOutcomeBorrowed<'a>> for SessionOutcome {
+    fn from(
+        SessionOutcomeBorrowed {
+            outcome,
+            id,
+            user_id,
+            refresh_token_hash,
+            device_info,
+            ip_address,
+            user_agent,
+            last_active_at,
+            expires_at,
+            created_at,
+            revoked_at,
+            revoked_reason,
+            rotated_at,
+        }: SessionOutcomeBorrowed<'a>,
+    ) -> Self {
+        Self {
+            outcome: outcome.into(),
+            id,
+            user_id,
+            refresh_token_hash: refresh_token_hash.into(),
+            device_info: device_info.map(|v| v.into()),
+            ip_address,
+            user_agent: user_agent.map(|v| v.into()),
+            last_active_at,
+            expires_at,
+            created_at,
+            revoked_at,
+            revoked_reason: revoked_reason.map(|v| v.into()),
+            rotated_at,
         }
     }
 }
@@ -248,24 +364,23 @@ where
         Ok(mapped)
     }
 }
-pub struct ChronoDateTimechronoUtcQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
+pub struct SessionActivityQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
     client: &'c C,
     params: [&'a (dyn postgres_types::ToSql + Sync); N],
     query: &'static str,
     cached: Option<&'s tokio_postgres::Statement>,
-    extractor:
-        fn(&tokio_postgres::Row) -> Result<chrono::DateTime<chrono::Utc>, tokio_postgres::Error>,
-    mapper: fn(chrono::DateTime<chrono::Utc>) -> T,
+    extractor: fn(&tokio_postgres::Row) -> Result<SessionActivity, tokio_postgres::Error>,
+    mapper: fn(SessionActivity) -> T,
 }
-impl<'c, 'a, 's, C, T: 'c, const N: usize> ChronoDateTimechronoUtcQuery<'c, 'a, 's, C, T, N>
+impl<'c, 'a, 's, C, T: 'c, const N: usize> SessionActivityQuery<'c, 'a, 's, C, T, N>
 where
     C: GenericClient,
 {
     pub fn map<R>(
         self,
-        mapper: fn(chrono::DateTime<chrono::Utc>) -> R,
-    ) -> ChronoDateTimechronoUtcQuery<'c, 'a, 's, C, R, N> {
-        ChronoDateTimechronoUtcQuery {
+        mapper: fn(SessionActivity) -> R,
+    ) -> SessionActivityQuery<'c, 'a, 's, C, R, N> {
+        SessionActivityQuery {
             client: self.client,
             params: self.params,
             query: self.query,
@@ -444,12 +559,81 @@ where
         Ok(mapped)
     }
 }
+pub struct SessionOutcomeQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
+    client: &'c C,
+    params: [&'a (dyn postgres_types::ToSql + Sync); N],
+    query: &'static str,
+    cached: Option<&'s tokio_postgres::Statement>,
+    extractor: fn(&tokio_postgres::Row) -> Result<SessionOutcomeBorrowed, tokio_postgres::Error>,
+    mapper: fn(SessionOutcomeBorrowed) -> T,
+}
+impl<'c, 'a, 's, C, T: 'c, const N: usize> SessionOutcomeQuery<'c, 'a, 's, C, T, N>
+where
+    C: GenericClient,
+{
+    pub fn map<R>(
+        self,
+        mapper: fn(SessionOutcomeBorrowed) -> R,
+    ) -> SessionOutcomeQuery<'c, 'a, 's, C, R, N> {
+        SessionOutcomeQuery {
+            client: self.client,
+            params: self.params,
+            query: self.query,
+            cached: self.cached,
+            extractor: self.extractor,
+            mapper,
+        }
+    }
+    pub async fn one(self) -> Result<T, tokio_postgres::Error> {
+        let row =
+            crate::client::async_::one(self.client, self.query, &self.params, self.cached).await?;
+        Ok((self.mapper)((self.extractor)(&row)?))
+    }
+    pub async fn all(self) -> Result<Vec<T>, tokio_postgres::Error> {
+        self.iter().await?.try_collect().await
+    }
+    pub async fn opt(self) -> Result<Option<T>, tokio_postgres::Error> {
+        let opt_row =
+            crate::client::async_::opt(self.client, self.query, &self.params, self.cached).await?;
+        Ok(opt_row
+            .map(|row| {
+                let extracted = (self.extractor)(&row)?;
+                Ok((self.mapper)(extracted))
+            })
+            .transpose()?)
+    }
+    pub async fn iter(
+        self,
+    ) -> Result<
+        impl futures::Stream<Item = Result<T, tokio_postgres::Error>> + 'c,
+        tokio_postgres::Error,
+    > {
+        let stream = crate::client::async_::raw(
+            self.client,
+            self.query,
+            crate::slice_iter(&self.params),
+            self.cached,
+        )
+        .await?;
+        let mapped = stream
+            .map(move |res| {
+                res.and_then(|row| {
+                    let extracted = (self.extractor)(&row)?;
+                    Ok((self.mapper)(extracted))
+                })
+            })
+            .into_stream();
+        Ok(mapped)
+    }
+}
 pub struct CreateSessionStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Creates a session that expires `ttl_seconds` after now (database clock). Stores only the hash
-/// of the refresh token. Returns the full row.
+/// Creates a session that expires `ttl_seconds` after now (database clock), storing only the hash
+/// of its refresh token. With `max_sessions`, the user's live sessions are held to that cap:
+/// at the cap the least recently active are revoked (`evict`) or the call fails with a check
+/// violation named `user_sessions_per_user_cap`. Returns the full row.
 pub fn create_session() -> CreateSessionStmt {
     CreateSessionStmt(
-        "INSERT INTO auth.user_sessions (user_id, refresh_token_hash, device_info, ip_address, user_agent, expires_at) VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6::bigint)) RETURNING id, user_id, refresh_token_hash, device_info, ip_address, user_agent, last_active_at, expires_at, created_at",
+        "SELECT id, user_id, refresh_token_hash, device_info, ip_address, user_agent, last_active_at, expires_at, created_at, revoked_at, revoked_reason, rotated_at FROM auth.create_session($1, $2, $3, $4, $5, $6::bigint, $7::bigint, $8::integer, $9::boolean)",
         None,
     )
 }
@@ -478,7 +662,10 @@ impl CreateSessionStmt {
         ip_address: &'a Option<std::net::IpAddr>,
         user_agent: &'a Option<T3>,
         ttl_seconds: &'a i64,
-    ) -> AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 6> {
+        idle_seconds: &'a Option<i64>,
+        max_sessions: &'a Option<i32>,
+        evict: &'a bool,
+    ) -> AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 9> {
         AuthUserSessionQuery {
             client,
             params: [
@@ -488,6 +675,9 @@ impl CreateSessionStmt {
                 ip_address,
                 user_agent,
                 ttl_seconds,
+                idle_seconds,
+                max_sessions,
+                evict,
             ],
             query: self.0,
             cached: self.1.as_ref(),
@@ -504,6 +694,9 @@ impl CreateSessionStmt {
                     last_active_at: row.try_get(6)?,
                     expires_at: row.try_get(7)?,
                     created_at: row.try_get(8)?,
+                    revoked_at: row.try_get(9)?,
+                    revoked_reason: row.try_get(10)?,
+                    rotated_at: row.try_get(11)?,
                 })
             },
             mapper: |it| AuthUserSession::from(it),
@@ -516,7 +709,7 @@ impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql, T
         'a,
         's,
         CreateSessionParams<T1, T2, T3>,
-        AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 6>,
+        AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 9>,
         C,
     > for CreateSessionStmt
 {
@@ -524,7 +717,7 @@ impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql, T
         &'s self,
         client: &'c C,
         params: &'a CreateSessionParams<T1, T2, T3>,
-    ) -> AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 6> {
+    ) -> AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 9> {
         self.bind(
             client,
             &params.user_id,
@@ -533,14 +726,18 @@ impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql, T
             &params.ip_address,
             &params.user_agent,
             &params.ttl_seconds,
+            &params.idle_seconds,
+            &params.max_sessions,
+            &params.evict,
         )
     }
 }
 pub struct GetSessionByTokenHashStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Finds the live session holding this refresh token hash. Expired sessions are never returned.
+/// Finds the live session holding this refresh token hash: not revoked, `expires_at > now()`,
+/// and (with `idle_seconds`) active within that many seconds.
 pub fn get_session_by_token_hash() -> GetSessionByTokenHashStmt {
     GetSessionByTokenHashStmt(
-        "SELECT id, user_id, refresh_token_hash, device_info, ip_address, user_agent, last_active_at, expires_at, created_at FROM auth.user_sessions WHERE refresh_token_hash = $1 AND expires_at > now()",
+        "SELECT id, user_id, refresh_token_hash, device_info, ip_address, user_agent, last_active_at, expires_at, created_at, revoked_at, revoked_reason, rotated_at FROM auth.user_sessions WHERE refresh_token_hash = $1 AND expires_at > now() AND revoked_at IS NULL AND (last_active_at > now() - make_interval(secs => $2::bigint)) IS NOT FALSE",
         None,
     )
 }
@@ -556,10 +753,11 @@ impl GetSessionByTokenHashStmt {
         &'s self,
         client: &'c C,
         refresh_token_hash: &'a T1,
-    ) -> AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 1> {
+        idle_seconds: &'a Option<i64>,
+    ) -> AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 2> {
         AuthUserSessionQuery {
             client,
-            params: [refresh_token_hash],
+            params: [refresh_token_hash, idle_seconds],
             query: self.0,
             cached: self.1.as_ref(),
             extractor: |
@@ -575,10 +773,31 @@ impl GetSessionByTokenHashStmt {
                     last_active_at: row.try_get(6)?,
                     expires_at: row.try_get(7)?,
                     created_at: row.try_get(8)?,
+                    revoked_at: row.try_get(9)?,
+                    revoked_reason: row.try_get(10)?,
+                    rotated_at: row.try_get(11)?,
                 })
             },
             mapper: |it| AuthUserSession::from(it),
         }
+    }
+}
+impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        GetSessionByTokenHashParams<T1>,
+        AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 2>,
+        C,
+    > for GetSessionByTokenHashStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a GetSessionByTokenHashParams<T1>,
+    ) -> AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 2> {
+        self.bind(client, &params.refresh_token_hash, &params.idle_seconds)
     }
 }
 pub struct GetUserSessionsStmt(&'static str, Option<tokio_postgres::Statement>);
@@ -586,7 +805,7 @@ pub struct GetUserSessionsStmt(&'static str, Option<tokio_postgres::Statement>);
 /// raw user agent.
 pub fn get_user_sessions() -> GetUserSessionsStmt {
     GetUserSessionsStmt(
-        "SELECT id, device_info, ip_address, last_active_at, expires_at, created_at FROM auth.user_sessions WHERE user_id = $1 AND expires_at > now() ORDER BY last_active_at DESC, id",
+        "SELECT id, device_info, ip_address, last_active_at, expires_at, created_at FROM auth.user_sessions WHERE user_id = $1 AND expires_at > now() AND revoked_at IS NULL AND (last_active_at > now() - make_interval(secs => $2::bigint)) IS NOT FALSE ORDER BY last_active_at DESC, id",
         None,
     )
 }
@@ -602,10 +821,11 @@ impl GetUserSessionsStmt {
         &'s self,
         client: &'c C,
         user_id: &'a uuid::Uuid,
-    ) -> UserDeviceQuery<'c, 'a, 's, C, UserDevice, 1> {
+        idle_seconds: &'a Option<i64>,
+    ) -> UserDeviceQuery<'c, 'a, 's, C, UserDevice, 2> {
         UserDeviceQuery {
             client,
-            params: [user_id],
+            params: [user_id, idle_seconds],
             query: self.0,
             cached: self.1.as_ref(),
             extractor:
@@ -623,12 +843,31 @@ impl GetUserSessionsStmt {
         }
     }
 }
+impl<'c, 'a, 's, C: GenericClient>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        GetUserSessionsParams,
+        UserDeviceQuery<'c, 'a, 's, C, UserDevice, 2>,
+        C,
+    > for GetUserSessionsStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a GetUserSessionsParams,
+    ) -> UserDeviceQuery<'c, 'a, 's, C, UserDevice, 2> {
+        self.bind(client, &params.user_id, &params.idle_seconds)
+    }
+}
 pub struct UpdateSessionActivityStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Records activity on a live session: sets `last_active_at` to now and, when given, the client's
-/// current IP address. Returns the new activity time, or no row when the session is gone or expired.
+/// Records activity on a live session, writing only when `last_active_at` is at least
+/// `min_interval_seconds` old or the client's address changed; most calls write nothing.
+/// Returns the activity time and whether it was written, or no row when the session is not live.
 pub fn update_session_activity() -> UpdateSessionActivityStmt {
     UpdateSessionActivityStmt(
-        "UPDATE auth.user_sessions SET last_active_at = now(), ip_address = coalesce($1, ip_address) WHERE id = $2 AND expires_at > now() RETURNING last_active_at",
+        "WITH live AS ( SELECT id, last_active_at, ip_address FROM auth.user_sessions WHERE id = $1 AND expires_at > now() AND revoked_at IS NULL AND (last_active_at > now() - make_interval(secs => $2::bigint)) IS NOT FALSE ), touched AS ( UPDATE auth.user_sessions s SET last_active_at = now(), ip_address = coalesce($3, live.ip_address) FROM live WHERE s.id = live.id AND (live.last_active_at <= now() - make_interval(secs => $4::bigint) OR live.ip_address IS DISTINCT FROM coalesce($3, live.ip_address)) RETURNING s.last_active_at ) SELECT coalesce((SELECT last_active_at FROM touched), live.last_active_at) AS last_active_at, EXISTS (SELECT 1 FROM touched) AS written FROM live",
         None,
     )
 }
@@ -643,16 +882,24 @@ impl UpdateSessionActivityStmt {
     pub fn bind<'c, 'a, 's, C: GenericClient>(
         &'s self,
         client: &'c C,
-        ip_address: &'a Option<std::net::IpAddr>,
         id: &'a uuid::Uuid,
-    ) -> ChronoDateTimechronoUtcQuery<'c, 'a, 's, C, chrono::DateTime<chrono::Utc>, 2> {
-        ChronoDateTimechronoUtcQuery {
+        idle_seconds: &'a Option<i64>,
+        ip_address: &'a Option<std::net::IpAddr>,
+        min_interval_seconds: &'a i64,
+    ) -> SessionActivityQuery<'c, 'a, 's, C, SessionActivity, 4> {
+        SessionActivityQuery {
             client,
-            params: [ip_address, id],
+            params: [id, idle_seconds, ip_address, min_interval_seconds],
             query: self.0,
             cached: self.1.as_ref(),
-            extractor: |row| Ok(row.try_get(0)?),
-            mapper: |it| it,
+            extractor:
+                |row: &tokio_postgres::Row| -> Result<SessionActivity, tokio_postgres::Error> {
+                    Ok(SessionActivity {
+                        last_active_at: row.try_get(0)?,
+                        written: row.try_get(1)?,
+                    })
+                },
+            mapper: |it| SessionActivity::from(it),
         }
     }
 }
@@ -662,7 +909,7 @@ impl<'c, 'a, 's, C: GenericClient>
         'a,
         's,
         UpdateSessionActivityParams,
-        ChronoDateTimechronoUtcQuery<'c, 'a, 's, C, chrono::DateTime<chrono::Utc>, 2>,
+        SessionActivityQuery<'c, 'a, 's, C, SessionActivity, 4>,
         C,
     > for UpdateSessionActivityStmt
 {
@@ -670,19 +917,26 @@ impl<'c, 'a, 's, C: GenericClient>
         &'s self,
         client: &'c C,
         params: &'a UpdateSessionActivityParams,
-    ) -> ChronoDateTimechronoUtcQuery<'c, 'a, 's, C, chrono::DateTime<chrono::Utc>, 2> {
-        self.bind(client, &params.ip_address, &params.id)
+    ) -> SessionActivityQuery<'c, 'a, 's, C, SessionActivity, 4> {
+        self.bind(
+            client,
+            &params.id,
+            &params.idle_seconds,
+            &params.ip_address,
+            &params.min_interval_seconds,
+        )
     }
 }
-pub struct DeleteSessionStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Deletes one session, only when it belongs to the given user. Returns the deleted id, or no row.
-pub fn delete_session() -> DeleteSessionStmt {
-    DeleteSessionStmt(
-        "DELETE FROM auth.user_sessions WHERE id = $1 AND user_id = $2 RETURNING id",
+pub struct RevokeSessionStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Revokes one session, only when it belongs to the given user. Returns its id, or no row when
+/// there is no such unrevoked session of that user.
+pub fn revoke_session() -> RevokeSessionStmt {
+    RevokeSessionStmt(
+        "UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id",
         None,
     )
 }
-impl DeleteSessionStmt {
+impl RevokeSessionStmt {
     pub async fn prepare<'a, C: GenericClient>(
         mut self,
         client: &'a C,
@@ -711,28 +965,28 @@ impl<'c, 'a, 's, C: GenericClient>
         'c,
         'a,
         's,
-        DeleteSessionParams,
+        RevokeSessionParams,
         UuidUuidQuery<'c, 'a, 's, C, uuid::Uuid, 2>,
         C,
-    > for DeleteSessionStmt
+    > for RevokeSessionStmt
 {
     fn params(
         &'s self,
         client: &'c C,
-        params: &'a DeleteSessionParams,
+        params: &'a RevokeSessionParams,
     ) -> UuidUuidQuery<'c, 'a, 's, C, uuid::Uuid, 2> {
         self.bind(client, &params.id, &params.user_id)
     }
 }
-pub struct DeleteAllSessionsExceptCurrentStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Deletes every session of a user except the current one. Returns how many were deleted.
-pub fn delete_all_sessions_except_current() -> DeleteAllSessionsExceptCurrentStmt {
-    DeleteAllSessionsExceptCurrentStmt(
-        "WITH deleted AS ( DELETE FROM auth.user_sessions WHERE user_id = $1 AND id <> $2 RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
+pub struct RevokeAllSessionsExceptCurrentStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Revokes every session of a user except the current one. Returns how many were revoked.
+pub fn revoke_all_sessions_except_current() -> RevokeAllSessionsExceptCurrentStmt {
+    RevokeAllSessionsExceptCurrentStmt(
+        "WITH revoked AS ( UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING 1 ) SELECT count(*) AS revoked FROM revoked",
         None,
     )
 }
-impl DeleteAllSessionsExceptCurrentStmt {
+impl RevokeAllSessionsExceptCurrentStmt {
     pub async fn prepare<'a, C: GenericClient>(
         mut self,
         client: &'a C,
@@ -761,28 +1015,28 @@ impl<'c, 'a, 's, C: GenericClient>
         'c,
         'a,
         's,
-        DeleteAllSessionsExceptCurrentParams,
+        RevokeAllSessionsExceptCurrentParams,
         I64Query<'c, 'a, 's, C, i64, 2>,
         C,
-    > for DeleteAllSessionsExceptCurrentStmt
+    > for RevokeAllSessionsExceptCurrentStmt
 {
     fn params(
         &'s self,
         client: &'c C,
-        params: &'a DeleteAllSessionsExceptCurrentParams,
+        params: &'a RevokeAllSessionsExceptCurrentParams,
     ) -> I64Query<'c, 'a, 's, C, i64, 2> {
         self.bind(client, &params.user_id, &params.current_id)
     }
 }
-pub struct DeleteAllUserSessionsStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Deletes every session of a user. Returns how many were deleted.
-pub fn delete_all_user_sessions() -> DeleteAllUserSessionsStmt {
-    DeleteAllUserSessionsStmt(
-        "WITH deleted AS ( DELETE FROM auth.user_sessions WHERE user_id = $1 RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
+pub struct RevokeAllUserSessionsStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Revokes every session of a user. Returns how many were revoked.
+pub fn revoke_all_user_sessions() -> RevokeAllUserSessionsStmt {
+    RevokeAllUserSessionsStmt(
+        "WITH revoked AS ( UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' WHERE user_id = $1 AND revoked_at IS NULL RETURNING 1 ) SELECT count(*) AS revoked FROM revoked",
         None,
     )
 }
-impl DeleteAllUserSessionsStmt {
+impl RevokeAllUserSessionsStmt {
     pub async fn prepare<'a, C: GenericClient>(
         mut self,
         client: &'a C,
@@ -806,10 +1060,12 @@ impl DeleteAllUserSessionsStmt {
     }
 }
 pub struct DeleteExpiredSessionsStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Deletes every expired session. Returns how many were deleted.
+/// Deletes every session that is past `expires_at` or (with `idle_seconds`) idle for longer.
+/// Revoked sessions stay, as tombstones that report "revoked", until they expire. Returns how
+/// many were deleted.
 pub fn delete_expired_sessions() -> DeleteExpiredSessionsStmt {
     DeleteExpiredSessionsStmt(
-        "WITH deleted AS ( DELETE FROM auth.user_sessions WHERE expires_at <= now() RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
+        "WITH deleted AS ( DELETE FROM auth.user_sessions WHERE expires_at <= now() OR last_active_at <= now() - make_interval(secs => $1::bigint) RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
         None,
     )
 }
@@ -824,10 +1080,11 @@ impl DeleteExpiredSessionsStmt {
     pub fn bind<'c, 'a, 's, C: GenericClient>(
         &'s self,
         client: &'c C,
-    ) -> I64Query<'c, 'a, 's, C, i64, 0> {
+        idle_seconds: &'a Option<i64>,
+    ) -> I64Query<'c, 'a, 's, C, i64, 1> {
         I64Query {
             client,
-            params: [],
+            params: [idle_seconds],
             query: self.0,
             cached: self.1.as_ref(),
             extractor: |row| Ok(row.try_get(0)?),
@@ -836,10 +1093,10 @@ impl DeleteExpiredSessionsStmt {
     }
 }
 pub struct CountUserSessionsStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Counts a user's live (unexpired) sessions.
+/// Counts a user's live sessions (not revoked, not expired, not idle).
 pub fn count_user_sessions() -> CountUserSessionsStmt {
     CountUserSessionsStmt(
-        "SELECT count(*) AS live FROM auth.user_sessions WHERE user_id = $1 AND expires_at > now()",
+        "SELECT count(*) AS live FROM auth.user_sessions WHERE user_id = $1 AND expires_at > now() AND revoked_at IS NULL AND (last_active_at > now() - make_interval(secs => $2::bigint)) IS NOT FALSE",
         None,
     )
 }
@@ -855,14 +1112,187 @@ impl CountUserSessionsStmt {
         &'s self,
         client: &'c C,
         user_id: &'a uuid::Uuid,
-    ) -> I64Query<'c, 'a, 's, C, i64, 1> {
+        idle_seconds: &'a Option<i64>,
+    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
         I64Query {
             client,
-            params: [user_id],
+            params: [user_id, idle_seconds],
             query: self.0,
             cached: self.1.as_ref(),
             extractor: |row| Ok(row.try_get(0)?),
             mapper: |it| it,
         }
+    }
+}
+impl<'c, 'a, 's, C: GenericClient>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        CountUserSessionsParams,
+        I64Query<'c, 'a, 's, C, i64, 2>,
+        C,
+    > for CountUserSessionsStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a CountUserSessionsParams,
+    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
+        self.bind(client, &params.user_id, &params.idle_seconds)
+    }
+}
+pub struct RotateSessionStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Rotates a refresh token in one atomic step (see auth.rotate_session): `outcome` is rotated,
+/// token_reused (the session is now revoked), revoked, expired or idle_timed_out; no row when
+/// no session ever held the token.
+pub fn rotate_session() -> RotateSessionStmt {
+    RotateSessionStmt(
+        "SELECT r.outcome, (r.session).id, (r.session).user_id, (r.session).refresh_token_hash, (r.session).device_info, (r.session).ip_address, (r.session).user_agent, (r.session).last_active_at, (r.session).expires_at, (r.session).created_at, (r.session).revoked_at, (r.session).revoked_reason, (r.session).rotated_at FROM auth.rotate_session($1, $2, $3::bigint, $4::bigint) r",
+        None,
+    )
+}
+impl RotateSessionStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql>(
+        &'s self,
+        client: &'c C,
+        presented_hash: &'a T1,
+        successor_hash: &'a T2,
+        idle_seconds: &'a Option<i64>,
+        grace_seconds: &'a i64,
+    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 4> {
+        SessionOutcomeQuery {
+            client,
+            params: [presented_hash, successor_hash, idle_seconds, grace_seconds],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor: |
+                row: &tokio_postgres::Row,
+            | -> Result<SessionOutcomeBorrowed, tokio_postgres::Error> {
+                Ok(SessionOutcomeBorrowed {
+                    outcome: row.try_get(0)?,
+                    id: row.try_get(1)?,
+                    user_id: row.try_get(2)?,
+                    refresh_token_hash: row.try_get(3)?,
+                    device_info: row.try_get(4)?,
+                    ip_address: row.try_get(5)?,
+                    user_agent: row.try_get(6)?,
+                    last_active_at: row.try_get(7)?,
+                    expires_at: row.try_get(8)?,
+                    created_at: row.try_get(9)?,
+                    revoked_at: row.try_get(10)?,
+                    revoked_reason: row.try_get(11)?,
+                    rotated_at: row.try_get(12)?,
+                })
+            },
+            mapper: |it| SessionOutcome::from(it),
+        }
+    }
+}
+impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        RotateSessionParams<T1, T2>,
+        SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 4>,
+        C,
+    > for RotateSessionStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a RotateSessionParams<T1, T2>,
+    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 4> {
+        self.bind(
+            client,
+            &params.presented_hash,
+            &params.successor_hash,
+            &params.idle_seconds,
+            &params.grace_seconds,
+        )
+    }
+}
+pub struct ValidateSessionStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Classifies a presented token without changing anything: live (a token replaced less than
+/// `grace_seconds` ago by the current one counts as live), token_reused, revoked, expired or
+/// idle_timed_out; no row when no session ever held the token.
+pub fn validate_session() -> ValidateSessionStmt {
+    ValidateSessionStmt(
+        "SELECT r.outcome, (r.session).id, (r.session).user_id, (r.session).refresh_token_hash, (r.session).device_info, (r.session).ip_address, (r.session).user_agent, (r.session).last_active_at, (r.session).expires_at, (r.session).created_at, (r.session).revoked_at, (r.session).revoked_reason, (r.session).rotated_at FROM auth.validate_session($1, $2::bigint, $3::bigint) r",
+        None,
+    )
+}
+impl ValidateSessionStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient, T1: crate::StringSql>(
+        &'s self,
+        client: &'c C,
+        presented_hash: &'a T1,
+        idle_seconds: &'a Option<i64>,
+        grace_seconds: &'a i64,
+    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 3> {
+        SessionOutcomeQuery {
+            client,
+            params: [presented_hash, idle_seconds, grace_seconds],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor: |
+                row: &tokio_postgres::Row,
+            | -> Result<SessionOutcomeBorrowed, tokio_postgres::Error> {
+                Ok(SessionOutcomeBorrowed {
+                    outcome: row.try_get(0)?,
+                    id: row.try_get(1)?,
+                    user_id: row.try_get(2)?,
+                    refresh_token_hash: row.try_get(3)?,
+                    device_info: row.try_get(4)?,
+                    ip_address: row.try_get(5)?,
+                    user_agent: row.try_get(6)?,
+                    last_active_at: row.try_get(7)?,
+                    expires_at: row.try_get(8)?,
+                    created_at: row.try_get(9)?,
+                    revoked_at: row.try_get(10)?,
+                    revoked_reason: row.try_get(11)?,
+                    rotated_at: row.try_get(12)?,
+                })
+            },
+            mapper: |it| SessionOutcome::from(it),
+        }
+    }
+}
+impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        ValidateSessionParams<T1>,
+        SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 3>,
+        C,
+    > for ValidateSessionStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a ValidateSessionParams<T1>,
+    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 3> {
+        self.bind(
+            client,
+            &params.presented_hash,
+            &params.idle_seconds,
+            &params.grace_seconds,
+        )
     }
 }
