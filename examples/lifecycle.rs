@@ -1,5 +1,6 @@
 //! Walks one user's session lifecycle against PostgreSQL and prints what happens:
-//! three devices log in, list, activity, revoke one, revoke the others, cleanup.
+//! three devices log in, list, activity, token rotation (and a replayed old token), revoke one,
+//! revoke the others, cleanup.
 //!
 //! ```text
 //! cargo run --example lifecycle
@@ -11,7 +12,8 @@
 use std::time::Duration;
 
 use auth_sessions::{
-    DEFAULT_DATABASE_URL, NewSession, PoolSettings, SessionRepo, build_pool, migrate,
+    DEFAULT_DATABASE_URL, NewSession, PoolSettings, Rotation, SessionPolicy, SessionRepo,
+    Validation, build_pool, migrate,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -39,7 +41,9 @@ async fn main() -> Result<(), BoxError> {
     drop(client);
     println!("user {user} ({email})");
 
-    let repo = SessionRepo::new(pool.clone());
+    // Activity is normally written at most once a minute; write every call for the demo.
+    let policy = SessionPolicy::default().activity_interval(Duration::ZERO);
+    let repo = SessionRepo::with_policy(pool.clone(), policy);
     let month = Duration::from_secs(30 * 24 * 60 * 60);
     let devices = [
         (
@@ -82,16 +86,33 @@ async fn main() -> Result<(), BoxError> {
         .record_activity(sessions[1].0.id, Some("2001:db8::99".parse()?))
         .await?;
     println!(
-        "activity on the iPhone at {}",
-        at.map_or("-".into(), |t| t.to_rfc3339())
+        "activity on the iPhone at {} (written: {})",
+        at.map_or("-".into(), |a| a.last_active_at.to_rfc3339()),
+        at.is_some_and(|a| a.written)
     );
 
     print_devices(&repo, user).await?;
 
+    let old_token = laptop_token.clone();
+    let Rotation::Rotated {
+        token: new_token, ..
+    } = repo.rotate(old_token.expose_secret()).await?
+    else {
+        return Err("the laptop's token should rotate".into());
+    };
+    println!("laptop refreshes: its token is rotated (old token replaced)");
+    let retry = repo.rotate(old_token.expose_secret()).await?;
+    let same = matches!(&retry, Rotation::Rotated { token, .. } if *token == new_token);
+    println!("a retry with the old token within 10 s gets the same new token: {same}");
+    match repo.validate(new_token.expose_secret()).await? {
+        Validation::Valid(session) => println!("new token validates: session {}", session.id),
+        other => println!("new token: {other:?}"),
+    }
+
     let revoked = repo.revoke(sessions[2].0.id, user).await?;
     println!("revoke Chrome on Windows: {revoked}");
     let wrong_owner = repo.revoke(sessions[1].0.id, uuid::Uuid::new_v4()).await?;
-    println!("revoke the iPhone as another user: {wrong_owner} (nothing deleted)");
+    println!("revoke the iPhone as another user: {wrong_owner} (nothing revoked)");
     println!("live sessions: {}", repo.count_live(user).await?);
 
     let others = repo.revoke_all_except(user, laptop.id).await?;

@@ -145,6 +145,9 @@ async fn every_repository_call_is_one_round_trip_on_a_warm_connection() {
             repo.revoke_all_except(user, session.id)
         );
         measure!("delete_expired", repo.delete_expired());
+        measure!("validate", repo.validate(token.expose_secret()));
+        let rotation = measure!("rotate", repo.rotate(token.expose_secret()));
+        assert!(matches!(rotation, auth_sessions::Rotation::Rotated { .. }));
         measure!("revoke_all", repo.revoke_all(user));
         if pass == "cold" {
             cold = costs
@@ -152,7 +155,7 @@ async fn every_repository_call_is_one_round_trip_on_a_warm_connection() {
             warm = costs
         }
     }
-    assert_eq!(warm.len(), 9);
+    assert_eq!(warm.len(), 11);
     for (name, cost) in &cold {
         assert_eq!(*cost, 2, "{name} on first use: prepare, then run: {cold:?}");
     }
