@@ -213,7 +213,7 @@ async fn parallel_rotations_of_one_token_all_receive_the_one_successor() {
     for _ in 0..CALLERS {
         let pool =
             build_pool_with_config(db.config(), &PoolSettings::default().max_size(1)).unwrap();
-        pool.get().await.unwrap(); // Connect before the race starts.
+        drop(pool.get().await.unwrap()); // Connect before the race starts.
         let repo = SessionRepo::with_policy(pool, SessionPolicy::default().rotation_key(key()));
         let barrier = barrier.clone();
         let presented = t0.expose_secret().to_owned();
