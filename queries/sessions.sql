@@ -2,6 +2,7 @@
 --: UserDevice(device_info?, ip_address?)
 --: SessionOutcome(device_info?, ip_address?, user_agent?, revoked_at?, revoked_reason?, rotated_at?)
 --: SessionActivity()
+--: SessionStats()
 
 --! create_session (device_info?, ip_address?, user_agent?, idle_seconds?, max_sessions?) : AuthUserSession
 --- Creates a session that expires `ttl_seconds` after now (database clock), storing only the hash
@@ -104,6 +105,73 @@ WITH deleted AS (
     RETURNING 1
 )
 SELECT count(*) AS deleted FROM deleted;
+
+--! delete_expired_sessions_batch
+--- Deletes up to `batch_size` sessions past `expires_at`, oldest expiry first (walking the expiry
+--- index), skipping rows another cleaner holds, and re-checking the expiry inside the delete.
+--- Several cleaners can run at once without deadlock; lookups never wait for them. Returns how
+--- many were deleted.
+WITH doomed AS (
+    SELECT id
+    FROM auth.user_sessions
+    WHERE expires_at <= now()
+    ORDER BY expires_at
+    LIMIT :batch_size::bigint
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM auth.user_sessions s
+    USING doomed
+    WHERE s.id = doomed.id
+      AND s.expires_at <= now()
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM deleted;
+
+--! delete_idle_sessions_batch
+--- Deletes up to `batch_size` unexpired sessions idle for at least `idle_seconds`, skipping rows
+--- another cleaner holds and re-checking idleness inside the delete. `last_active_at` is in no
+--- index (to keep activity updates HOT), so this scans. Returns how many were deleted.
+WITH doomed AS (
+    SELECT id
+    FROM auth.user_sessions
+    WHERE last_active_at <= now() - make_interval(secs => :idle_seconds::bigint)
+    LIMIT :batch_size::bigint
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM auth.user_sessions s
+    USING doomed
+    WHERE s.id = doomed.id
+      AND s.last_active_at <= now() - make_interval(secs => :idle_seconds::bigint)
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM deleted;
+
+--! session_stats (idle_seconds?) : SessionStats
+--- Sessions in total, live, expired, revoked; users with sessions; the largest per-user count of
+--- live sessions; table and index sizes in bytes (the token history included).
+WITH per_user AS (
+    SELECT user_id,
+        count(*) FILTER (
+            WHERE expires_at > now() AND revoked_at IS NULL
+              AND (last_active_at > now() - make_interval(secs => :idle_seconds::bigint)) IS NOT FALSE
+        ) AS live,
+        count(*) FILTER (WHERE expires_at <= now()) AS expired,
+        count(*) FILTER (WHERE revoked_at IS NOT NULL) AS revoked,
+        count(*) AS total
+    FROM auth.user_sessions
+    GROUP BY user_id
+)
+SELECT coalesce(sum(total), 0)::bigint AS total,
+    coalesce(sum(live), 0)::bigint AS live,
+    coalesce(sum(expired), 0)::bigint AS expired,
+    coalesce(sum(revoked), 0)::bigint AS revoked,
+    count(*) AS users,
+    coalesce(max(live), 0)::bigint AS max_live_per_user,
+    (pg_table_size('auth.user_sessions') + pg_table_size('auth.session_token_history'))::bigint
+        AS table_bytes,
+    (pg_indexes_size('auth.user_sessions') + pg_indexes_size('auth.session_token_history'))::bigint
+        AS index_bytes
+FROM per_user;
 
 --! count_user_sessions (idle_seconds?)
 --- Counts a user's live sessions (not revoked, not expired, not idle).

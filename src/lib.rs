@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cleanup;
 mod error;
 mod migrate;
 mod outcome;
@@ -11,14 +12,18 @@ mod repo;
 mod session;
 mod token;
 
+pub use cleanup::{CleanupReport, CleanupSettings, run_cleanup, spawn_cleanup};
 pub use error::{DatabaseError, Error, InputProblem};
-pub use migrate::{MIGRATIONS, Migration, MigrationReport, migrate};
+pub use migrate::{
+    MIGRATIONS, Migration, MigrationReport, MigrationStatus, migrate, migration_status,
+};
 pub use outcome::{RevokeReason, Rotation, Validation};
 pub use policy::{CapPolicy, SessionPolicy};
 pub use pool::{DEFAULT_DATABASE_URL, PoolSettings, build_pool, build_pool_with_config};
 pub use repo::SessionRepo;
 pub use session::{
     Activity, Device, MAX_DEVICE_INFO_CHARS, MAX_TTL, MAX_USER_AGENT_CHARS, NewSession, Session,
+    SessionStats,
 };
 pub use token::{RefreshToken, RotationKey, TokenHash};
 

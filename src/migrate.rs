@@ -117,6 +117,61 @@ pub async fn migrate(pool: &Pool) -> Result<MigrationReport, Error> {
     Ok(report)
 }
 
+/// Whether one embedded migration is applied to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MigrationStatus {
+    /// The migration.
+    pub migration: Migration,
+    /// When it was applied, or `None` while pending.
+    pub applied_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Lists every embedded migration with the time it was applied, if it was. Changes nothing.
+///
+/// # Errors
+///
+/// [`Error::MigrationChanged`] when an applied migration's text differs from the embedded one;
+/// pool and database errors.
+pub async fn migration_status(pool: &Pool) -> Result<Vec<MigrationStatus>, Error> {
+    let client = pool.get().await?;
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('public.auth_sessions_migrations') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    let rows = if exists {
+        client
+            .query(
+                "SELECT version, checksum, applied_at FROM public.auth_sessions_migrations",
+                &[],
+            )
+            .await?
+    } else {
+        Vec::new()
+    };
+    MIGRATIONS
+        .iter()
+        .map(|migration| {
+            let version = i32::try_from(migration.version).unwrap_or(i32::MAX);
+            let row = rows.iter().find(|row| row.get::<_, i32>(0) == version);
+            match row {
+                Some(row) if row.get::<_, &str>(1) != migration.checksum() => {
+                    Err(Error::MigrationChanged {
+                        version: migration.version,
+                    })
+                }
+                _ => Ok(MigrationStatus {
+                    migration: *migration,
+                    applied_at: row.map(|r| r.get(2)),
+                }),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::outcome::State;
 use crate::{
     Activity, CapPolicy, Device, Error, NewSession, RefreshToken, Rotation, RotationKey, Session,
-    SessionPolicy, TokenHash, Validation,
+    SessionPolicy, SessionStats, TokenHash, Validation,
 };
 
 /// The rotation key of a policy that names none: drawn once per process.
@@ -76,7 +76,7 @@ impl SessionRepo {
     /// range (before any database call); [`Error::UnknownUser`] when `user_id` does not exist;
     /// [`Error::SessionCapReached`] at the cap under [`CapPolicy::Refuse`]; pool and database
     /// errors.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn create(&self, new: &NewSession) -> Result<(Session, RefreshToken), Error> {
         let ttl_seconds = new.validate()?;
         let token = RefreshToken::generate()?;
@@ -91,7 +91,7 @@ impl SessionRepo {
     ///
     /// As [`SessionRepo::create`], plus [`Error::DuplicateTokenHash`] when a session already
     /// holds this token.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn create_with_token(
         &self,
         new: &NewSession,
@@ -123,7 +123,7 @@ impl SessionRepo {
             )
             .one()
             .await?;
-        Ok(row.into())
+        traced(Ok(row.into()))
     }
 
     /// Finds the unexpired session of a refresh token presented by a device.
@@ -132,7 +132,7 @@ impl SessionRepo {
     ///
     /// [`Error::MalformedToken`] when `presented` is not a well-formed token (before any
     /// database call); pool and database errors.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn find_by_token(&self, presented: &str) -> Result<Option<Session>, Error> {
         let token = RefreshToken::parse(presented)?;
         self.find_by_token_hash(&token.hash()).await
@@ -145,14 +145,14 @@ impl SessionRepo {
     /// # Errors
     ///
     /// Pool and database errors.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn find_by_token_hash(&self, hash: &TokenHash) -> Result<Option<Session>, Error> {
         let client = self.pool.get().await?;
         let row = q::get_session_by_token_hash()
             .bind(&client, &hash.as_str(), &self.policy.idle_seconds())
             .opt()
             .await?;
-        Ok(row.map(Session::from))
+        traced(Ok(row.map(Session::from)))
     }
 
     /// Lists a user's live sessions, most recently active first, without token hashes or
@@ -161,14 +161,14 @@ impl SessionRepo {
     /// # Errors
     ///
     /// Pool and database errors.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn list_devices(&self, user_id: Uuid) -> Result<Vec<Device>, Error> {
         let client = self.pool.get().await?;
         let rows = q::get_user_sessions()
             .bind(&client, &user_id, &self.policy.idle_seconds())
             .all()
             .await?;
-        Ok(rows.into_iter().map(Device::from).collect())
+        traced(Ok(rows.into_iter().map(Device::from).collect()))
     }
 
     /// Records activity on a live session. Writes only when the stored `last_active_at` is at
@@ -179,7 +179,7 @@ impl SessionRepo {
     /// # Errors
     ///
     /// Pool and database errors.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn record_activity(
         &self,
         session_id: Uuid,
@@ -196,10 +196,10 @@ impl SessionRepo {
             )
             .opt()
             .await?;
-        Ok(row.map(|row| Activity {
+        traced(Ok(row.map(|row| Activity {
             last_active_at: row.last_active_at,
             written: row.written,
-        }))
+        })))
     }
 
     /// Revokes one session, only if it belongs to `user_id`. Returns whether a session was
@@ -209,14 +209,14 @@ impl SessionRepo {
     /// # Errors
     ///
     /// Pool and database errors.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke(&self, session_id: Uuid, user_id: Uuid) -> Result<bool, Error> {
         let client = self.pool.get().await?;
         let revoked = q::revoke_session()
             .bind(&client, &session_id, &user_id)
             .opt()
             .await?;
-        Ok(revoked.is_some())
+        traced(Ok(revoked.is_some()))
     }
 
     /// Revokes every session of `user_id` except `current_session_id` ("log out my other
@@ -225,7 +225,7 @@ impl SessionRepo {
     /// # Errors
     ///
     /// Pool and database errors.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke_all_except(
         &self,
         user_id: Uuid,
@@ -236,7 +236,7 @@ impl SessionRepo {
             .bind(&client, &user_id, &current_session_id)
             .one()
             .await?;
-        Ok(count(revoked))
+        traced(Ok(count(revoked)))
     }
 
     /// Revokes every session of `user_id` ("log out everywhere"). Returns how many were
@@ -245,14 +245,14 @@ impl SessionRepo {
     /// # Errors
     ///
     /// Pool and database errors.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke_all(&self, user_id: Uuid) -> Result<u64, Error> {
         let client = self.pool.get().await?;
         let revoked = q::revoke_all_user_sessions()
             .bind(&client, &user_id)
             .one()
             .await?;
-        Ok(count(revoked))
+        traced(Ok(count(revoked)))
     }
 
     /// Deletes every session past its absolute expiry or idle for longer than the idle timeout
@@ -261,14 +261,73 @@ impl SessionRepo {
     /// # Errors
     ///
     /// Pool and database errors.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn delete_expired(&self) -> Result<u64, Error> {
         let client = self.pool.get().await?;
         let deleted = q::delete_expired_sessions()
             .bind(&client, &self.policy.idle_seconds())
             .one()
             .await?;
-        Ok(count(deleted))
+        traced(Ok(count(deleted)))
+    }
+
+    /// Deletes at most `limit` dead sessions in one bounded batch: first those past their
+    /// absolute expiry (oldest first, along the expiry index), then, with an idle timeout and
+    /// room left in the batch, those idle for longer (a second statement). Rows another
+    /// cleaner holds are skipped and every condition is re-checked inside the delete, so
+    /// several cleaners can run at once without deadlock and live lookups never wait. Returns
+    /// how many were deleted; fewer than `limit` means nothing is left for now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a zero `limit`; pool and database errors.
+    #[instrument(skip_all, fields(limit, rows = tracing::field::Empty), err(Display))]
+    pub async fn delete_expired_batch(&self, limit: u32) -> Result<u64, Error> {
+        if limit == 0 {
+            return Err(Error::InvalidInput {
+                field: "limit",
+                problem: crate::InputProblem::OutOfRange,
+            });
+        }
+        let client = self.pool.get().await?;
+        let limit = i64::from(limit);
+        let mut deleted = q::delete_expired_sessions_batch()
+            .bind(&client, &limit)
+            .one()
+            .await?;
+        if let Some(idle) = self.policy.idle_seconds()
+            && deleted < limit
+        {
+            deleted += q::delete_idle_sessions_batch()
+                .bind(&client, &idle, &(limit - deleted))
+                .one()
+                .await?;
+        }
+        traced(Ok(count(deleted)))
+    }
+
+    /// Counts for operators: sessions by state, users, the largest per-user count, sizes.
+    ///
+    /// # Errors
+    ///
+    /// Pool and database errors.
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
+    pub async fn stats(&self) -> Result<SessionStats, Error> {
+        let client = self.pool.get().await?;
+        let row = q::session_stats()
+            .bind(&client, &self.policy.idle_seconds())
+            .one()
+            .await?;
+        traced(Ok(SessionStats {
+            total: count(row.total),
+            live: count(row.live),
+            expired: count(row.expired),
+            revoked: count(row.revoked),
+            users: count(row.users),
+            max_live_per_user: count(row.max_live_per_user),
+            table_bytes: count(row.table_bytes),
+            index_bytes: count(row.index_bytes),
+        }))
     }
 
     /// Counts a user's live sessions.
@@ -276,14 +335,14 @@ impl SessionRepo {
     /// # Errors
     ///
     /// Pool and database errors.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn count_live(&self, user_id: Uuid) -> Result<u64, Error> {
         let client = self.pool.get().await?;
         let live = q::count_user_sessions()
             .bind(&client, &user_id, &self.policy.idle_seconds())
             .one()
             .await?;
-        Ok(count(live))
+        traced(Ok(count(live)))
     }
 
     /// Classifies a token presented by a device, changing nothing: valid (with the session),
@@ -293,7 +352,7 @@ impl SessionRepo {
     /// # Errors
     ///
     /// [`Error::MalformedToken`] before any database call; pool and database errors.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn validate(&self, presented: &str) -> Result<Validation, Error> {
         let token = RefreshToken::parse(presented)?;
         let client = self.pool.get().await?;
@@ -309,7 +368,7 @@ impl SessionRepo {
         let Some(row) = row else {
             return Ok(Validation::Unknown);
         };
-        Ok(
+        traced(Ok(
             match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
                 State::Live => Validation::Valid(row.into()),
                 State::Expired => Validation::Expired,
@@ -320,7 +379,7 @@ impl SessionRepo {
                     user_id: row.user_id,
                 },
             },
-        )
+        ))
     }
 
     /// Rotates a presented refresh token in one atomic statement: the session's stored hash
@@ -336,7 +395,7 @@ impl SessionRepo {
     ///
     /// [`Error::MalformedToken`] before any database call; [`Error::Randomness`] when no
     /// rotation key is configured and none can be drawn; pool and database errors.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn rotate(&self, presented: &str) -> Result<Rotation, Error> {
         let token = RefreshToken::parse(presented)?;
         let successor = self.rotation_key()?.successor(&token);
@@ -354,7 +413,7 @@ impl SessionRepo {
         let Some(row) = row else {
             return Ok(Rotation::Unknown);
         };
-        Ok(
+        traced(Ok(
             match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
                 State::Live => Rotation::Rotated {
                     session: row.into(),
@@ -372,7 +431,7 @@ impl SessionRepo {
                     }
                 }
             },
-        )
+        ))
     }
 
     fn rotation_key(&self) -> Result<&RotationKey, Error> {
@@ -387,6 +446,71 @@ impl SessionRepo {
         PROCESS_ROTATION_KEY
             .get()
             .ok_or(Error::UnexpectedResponse("rotation key unset"))
+    }
+}
+
+/// Records how many rows a call returned or changed on the current span, and passes the
+/// result on.
+fn traced<T: Affected>(result: Result<T, Error>) -> Result<T, Error> {
+    if let Ok(value) = &result {
+        tracing::Span::current().record("rows", value.rows());
+    }
+    result
+}
+
+/// The rows a repository call returned or changed, for its span.
+trait Affected {
+    fn rows(&self) -> u64;
+}
+
+impl Affected for u64 {
+    fn rows(&self) -> u64 {
+        *self
+    }
+}
+
+impl Affected for bool {
+    fn rows(&self) -> u64 {
+        u64::from(*self)
+    }
+}
+
+impl<T> Affected for Option<T> {
+    fn rows(&self) -> u64 {
+        u64::from(self.is_some())
+    }
+}
+
+impl<T> Affected for Vec<T> {
+    fn rows(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl Affected for Session {
+    fn rows(&self) -> u64 {
+        1
+    }
+}
+
+impl Affected for SessionStats {
+    fn rows(&self) -> u64 {
+        1
+    }
+}
+
+impl Affected for Validation {
+    fn rows(&self) -> u64 {
+        u64::from(matches!(self, Validation::Valid(_)))
+    }
+}
+
+impl Affected for Rotation {
+    fn rows(&self) -> u64 {
+        u64::from(matches!(
+            self,
+            Rotation::Rotated { .. } | Rotation::TokenReused { .. }
+        ))
     }
 }
 

@@ -55,6 +55,28 @@ pub struct Device {
     pub created_at: DateTime<Utc>,
 }
 
+/// Counts for operators ([`crate::SessionRepo::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// Rows in `auth.user_sessions`, whatever their state.
+    pub total: u64,
+    /// Live sessions: not revoked, not expired, not idle.
+    pub live: u64,
+    /// Sessions past their absolute expiry, waiting for cleanup.
+    pub expired: u64,
+    /// Revoked sessions (tombstones until they expire).
+    pub revoked: u64,
+    /// Users with at least one row.
+    pub users: u64,
+    /// The most live sessions any one user has.
+    pub max_live_per_user: u64,
+    /// Heap size of the session and token-history tables, in bytes.
+    pub table_bytes: u64,
+    /// Size of their indexes, in bytes.
+    pub index_bytes: u64,
+}
+
 /// What recording activity did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -84,6 +84,20 @@ impl TestDb {
         server_config().dbname(&self.name).clone()
     }
 
+    /// A URL for this test's database: `DATABASE_URL` with the database name replaced.
+    pub fn url(&self) -> String {
+        let url = database_url();
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (url.as_str(), String::new()),
+        };
+        let authority_start = base.find("://").map_or(0, |i| i + 3);
+        let authority_end = base[authority_start..]
+            .find('/')
+            .map_or(base.len(), |i| authority_start + i);
+        format!("{}/{}{query}", &base[..authority_end], self.name)
+    }
+
     /// A plain connection to this test's database, outside the pool.
     pub async fn client(&self) -> Client {
         let (client, connection) = self.config().connect(NoTls).await.expect("connect");

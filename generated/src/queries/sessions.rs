@@ -40,6 +40,11 @@ pub struct RevokeAllSessionsExceptCurrentParams {
     pub current_id: uuid::Uuid,
 }
 #[derive(Clone, Copy, Debug)]
+pub struct DeleteIdleSessionsBatchParams {
+    pub idle_seconds: i64,
+    pub batch_size: i64,
+}
+#[derive(Clone, Copy, Debug)]
 pub struct CountUserSessionsParams {
     pub user_id: uuid::Uuid,
     pub idle_seconds: Option<i64>,
@@ -161,6 +166,17 @@ impl<'a> From<UserDeviceBorrowed<'a>> for UserDevice {
 pub struct SessionActivity {
     pub last_active_at: chrono::DateTime<chrono::Utc>,
     pub written: bool,
+}
+#[derive(Debug, Clone, PartialEq, Copy)]
+pub struct SessionStats {
+    pub total: i64,
+    pub live: i64,
+    pub expired: i64,
+    pub revoked: i64,
+    pub users: i64,
+    pub max_live_per_user: i64,
+    pub table_bytes: i64,
+    pub index_bytes: i64,
 }
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionOutcome {
@@ -509,6 +525,70 @@ where
 {
     pub fn map<R>(self, mapper: fn(i64) -> R) -> I64Query<'c, 'a, 's, C, R, N> {
         I64Query {
+            client: self.client,
+            params: self.params,
+            query: self.query,
+            cached: self.cached,
+            extractor: self.extractor,
+            mapper,
+        }
+    }
+    pub async fn one(self) -> Result<T, tokio_postgres::Error> {
+        let row =
+            crate::client::async_::one(self.client, self.query, &self.params, self.cached).await?;
+        Ok((self.mapper)((self.extractor)(&row)?))
+    }
+    pub async fn all(self) -> Result<Vec<T>, tokio_postgres::Error> {
+        self.iter().await?.try_collect().await
+    }
+    pub async fn opt(self) -> Result<Option<T>, tokio_postgres::Error> {
+        let opt_row =
+            crate::client::async_::opt(self.client, self.query, &self.params, self.cached).await?;
+        Ok(opt_row
+            .map(|row| {
+                let extracted = (self.extractor)(&row)?;
+                Ok((self.mapper)(extracted))
+            })
+            .transpose()?)
+    }
+    pub async fn iter(
+        self,
+    ) -> Result<
+        impl futures::Stream<Item = Result<T, tokio_postgres::Error>> + 'c,
+        tokio_postgres::Error,
+    > {
+        let stream = crate::client::async_::raw(
+            self.client,
+            self.query,
+            crate::slice_iter(&self.params),
+            self.cached,
+        )
+        .await?;
+        let mapped = stream
+            .map(move |res| {
+                res.and_then(|row| {
+                    let extracted = (self.extractor)(&row)?;
+                    Ok((self.mapper)(extracted))
+                })
+            })
+            .into_stream();
+        Ok(mapped)
+    }
+}
+pub struct SessionStatsQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
+    client: &'c C,
+    params: [&'a (dyn postgres_types::ToSql + Sync); N],
+    query: &'static str,
+    cached: Option<&'s tokio_postgres::Statement>,
+    extractor: fn(&tokio_postgres::Row) -> Result<SessionStats, tokio_postgres::Error>,
+    mapper: fn(SessionStats) -> T,
+}
+impl<'c, 'a, 's, C, T: 'c, const N: usize> SessionStatsQuery<'c, 'a, 's, C, T, N>
+where
+    C: GenericClient,
+{
+    pub fn map<R>(self, mapper: fn(SessionStats) -> R) -> SessionStatsQuery<'c, 'a, 's, C, R, N> {
+        SessionStatsQuery {
             client: self.client,
             params: self.params,
             query: self.query,
@@ -1089,6 +1169,135 @@ impl DeleteExpiredSessionsStmt {
             cached: self.1.as_ref(),
             extractor: |row| Ok(row.try_get(0)?),
             mapper: |it| it,
+        }
+    }
+}
+pub struct DeleteExpiredSessionsBatchStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Deletes up to `batch_size` sessions past `expires_at`, oldest expiry first (walking the expiry
+/// index), skipping rows another cleaner holds, and re-checking the expiry inside the delete.
+/// Several cleaners can run at once without deadlock; lookups never wait for them. Returns how
+/// many were deleted.
+pub fn delete_expired_sessions_batch() -> DeleteExpiredSessionsBatchStmt {
+    DeleteExpiredSessionsBatchStmt(
+        "WITH doomed AS ( SELECT id FROM auth.user_sessions WHERE expires_at <= now() ORDER BY expires_at LIMIT $1::bigint FOR UPDATE SKIP LOCKED ), deleted AS ( DELETE FROM auth.user_sessions s USING doomed WHERE s.id = doomed.id AND s.expires_at <= now() RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
+        None,
+    )
+}
+impl DeleteExpiredSessionsBatchStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient>(
+        &'s self,
+        client: &'c C,
+        batch_size: &'a i64,
+    ) -> I64Query<'c, 'a, 's, C, i64, 1> {
+        I64Query {
+            client,
+            params: [batch_size],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor: |row| Ok(row.try_get(0)?),
+            mapper: |it| it,
+        }
+    }
+}
+pub struct DeleteIdleSessionsBatchStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Deletes up to `batch_size` unexpired sessions idle for at least `idle_seconds`, skipping rows
+/// another cleaner holds and re-checking idleness inside the delete. `last_active_at` is in no
+/// index (to keep activity updates HOT), so this scans. Returns how many were deleted.
+pub fn delete_idle_sessions_batch() -> DeleteIdleSessionsBatchStmt {
+    DeleteIdleSessionsBatchStmt(
+        "WITH doomed AS ( SELECT id FROM auth.user_sessions WHERE last_active_at <= now() - make_interval(secs => $1::bigint) LIMIT $2::bigint FOR UPDATE SKIP LOCKED ), deleted AS ( DELETE FROM auth.user_sessions s USING doomed WHERE s.id = doomed.id AND s.last_active_at <= now() - make_interval(secs => $1::bigint) RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
+        None,
+    )
+}
+impl DeleteIdleSessionsBatchStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient>(
+        &'s self,
+        client: &'c C,
+        idle_seconds: &'a i64,
+        batch_size: &'a i64,
+    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
+        I64Query {
+            client,
+            params: [idle_seconds, batch_size],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor: |row| Ok(row.try_get(0)?),
+            mapper: |it| it,
+        }
+    }
+}
+impl<'c, 'a, 's, C: GenericClient>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        DeleteIdleSessionsBatchParams,
+        I64Query<'c, 'a, 's, C, i64, 2>,
+        C,
+    > for DeleteIdleSessionsBatchStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a DeleteIdleSessionsBatchParams,
+    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
+        self.bind(client, &params.idle_seconds, &params.batch_size)
+    }
+}
+pub struct SessionStatsStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Sessions in total, live, expired, revoked; users with sessions; the largest per-user count of
+/// live sessions; table and index sizes in bytes (the token history included).
+pub fn session_stats() -> SessionStatsStmt {
+    SessionStatsStmt(
+        "WITH per_user AS ( SELECT user_id, count(*) FILTER ( WHERE expires_at > now() AND revoked_at IS NULL AND (last_active_at > now() - make_interval(secs => $1::bigint)) IS NOT FALSE ) AS live, count(*) FILTER (WHERE expires_at <= now()) AS expired, count(*) FILTER (WHERE revoked_at IS NOT NULL) AS revoked, count(*) AS total FROM auth.user_sessions GROUP BY user_id ) SELECT coalesce(sum(total), 0)::bigint AS total, coalesce(sum(live), 0)::bigint AS live, coalesce(sum(expired), 0)::bigint AS expired, coalesce(sum(revoked), 0)::bigint AS revoked, count(*) AS users, coalesce(max(live), 0)::bigint AS max_live_per_user, (pg_table_size('auth.user_sessions') + pg_table_size('auth.session_token_history'))::bigint AS table_bytes, (pg_indexes_size('auth.user_sessions') + pg_indexes_size('auth.session_token_history'))::bigint AS index_bytes FROM per_user",
+        None,
+    )
+}
+impl SessionStatsStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient>(
+        &'s self,
+        client: &'c C,
+        idle_seconds: &'a Option<i64>,
+    ) -> SessionStatsQuery<'c, 'a, 's, C, SessionStats, 1> {
+        SessionStatsQuery {
+            client,
+            params: [idle_seconds],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor: |row: &tokio_postgres::Row| -> Result<SessionStats, tokio_postgres::Error> {
+                Ok(SessionStats {
+                    total: row.try_get(0)?,
+                    live: row.try_get(1)?,
+                    expired: row.try_get(2)?,
+                    revoked: row.try_get(3)?,
+                    users: row.try_get(4)?,
+                    max_live_per_user: row.try_get(5)?,
+                    table_bytes: row.try_get(6)?,
+                    index_bytes: row.try_get(7)?,
+                })
+            },
+            mapper: |it| SessionStats::from(it),
         }
     }
 }

@@ -1,0 +1,98 @@
+//! Every repository call opens a span named after the operation with the rows it affected; no
+//! span or event ever carries a token or its hash.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use auth_sessions::{NewSession, RefreshToken, Rotation};
+use common::TestDb;
+use tracing_subscriber::fmt::format::FmtSpan;
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn spans_name_the_operation_count_rows_and_time_it_without_secrets() {
+    let db = TestDb::new().await;
+    let user = db.user().await;
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(FmtSpan::CLOSE)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+
+    let new = NewSession::new(user, Duration::from_secs(3600)).with_device_info("laptop");
+    let (session, token) = db.repo.create(&new).await.unwrap();
+    db.repo
+        .find_by_token(token.expose_secret())
+        .await
+        .unwrap()
+        .unwrap();
+    db.repo.validate(token.expose_secret()).await.unwrap();
+    let Rotation::Rotated { token: next, .. } =
+        db.repo.rotate(token.expose_secret()).await.unwrap()
+    else {
+        panic!("rotation")
+    };
+    db.repo.list_devices(user).await.unwrap();
+    db.repo.record_activity(session.id, None).await.unwrap();
+    db.repo.count_live(user).await.unwrap();
+    // An error: its event must not carry the token hash either.
+    db.repo.create_with_token(&new, &next).await.unwrap_err();
+    let stranger = RefreshToken::generate().unwrap();
+    db.repo.create_with_token(&new, &stranger).await.unwrap();
+    db.repo.revoke_all(user).await.unwrap();
+    db.repo.delete_expired_batch(100).await.unwrap();
+    drop(guard);
+
+    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    for (span, rows) in [
+        ("create", "rows=1"),
+        ("find_by_token_hash", "rows=1"),
+        ("validate", "rows=1"),
+        ("rotate", "rows=1"),
+        ("list_devices", "rows=1"),
+        ("record_activity", "rows=1"),
+        ("count_live", "rows=1"),
+        ("revoke_all", "rows=2"),
+        ("delete_expired_batch", "rows=0"),
+    ] {
+        let line = log
+            .lines()
+            .find(|line| {
+                let named =
+                    line.contains(&format!(" {span}{{")) || line.contains(&format!(":{span}{{"));
+                named && line.contains("close")
+            })
+            .unwrap_or_else(|| panic!("no closed span {span} in\n{log}"));
+        assert!(line.contains(rows), "{span}: {line}");
+        assert!(line.contains("time.busy="), "{span} is timed: {line}");
+    }
+    assert!(
+        log.contains("a session with this refresh token hash already exists"),
+        "{log}"
+    );
+    for token in [&token, &next, &stranger] {
+        for secret in [token.expose_secret(), token.hash().as_str()] {
+            assert!(!log.contains(secret), "a secret reached the log:\n{log}");
+        }
+    }
+}
