@@ -193,8 +193,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::List { user } => {
             let devices = repo.list_devices(user).await?;
             println!(
-                "{:<36}  {:<24}  {:<39}  {:<19}  {}",
-                "SESSION", "DEVICE", "IP ADDRESS", "LAST ACTIVE (UTC)", "EXPIRES (UTC)"
+                "{:<36}  {:<24}  {:<39}  {:<19}  EXPIRES (UTC)",
+                "SESSION", "DEVICE", "IP ADDRESS", "LAST ACTIVE (UTC)"
             );
             for device in &devices {
                 println!(
