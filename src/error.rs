@@ -59,7 +59,12 @@ pub enum Error {
         /// The migration's number.
         version: u32,
     },
-    /// Any other database failure (query error, lost connection, statement timeout...).
+    /// The server canceled the statement: `statement_timeout` (see
+    /// [`crate::PoolSettings::statement_timeout`]) or a cancel request. The connection stays
+    /// usable.
+    #[error("the database canceled the statement (statement timeout)")]
+    StatementTimeout,
+    /// Any other database failure (query error, lost connection...).
     #[error("database error")]
     Database(#[source] DatabaseError),
     /// The database answered in a way this build does not understand (for example a schema
@@ -157,6 +162,7 @@ impl From<tokio_postgres::Error> for Error {
             }
             (Some(&SqlState::FOREIGN_KEY_VIOLATION), Some(USER_ID_FKEY)) => Self::UnknownUser,
             (Some(&SqlState::CHECK_VIOLATION), Some(PER_USER_CAP)) => Self::SessionCapReached,
+            (Some(&SqlState::QUERY_CANCELED), _) => Self::StatementTimeout,
             _ => Self::Database(DatabaseError(err)),
         }
     }

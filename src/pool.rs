@@ -22,6 +22,10 @@ pub struct PoolSettings {
     pub create_timeout: Duration,
     /// Longest time to check a returned connection. Default: 5 s.
     pub recycle_timeout: Duration,
+    /// Server-side limit on every statement of the pool's connections (`statement_timeout`,
+    /// whole milliseconds); a statement past it fails with
+    /// [`crate::Error::StatementTimeout`]. `None` keeps the server's setting. Default: `None`.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for PoolSettings {
@@ -31,6 +35,7 @@ impl Default for PoolSettings {
             wait_timeout: Duration::from_secs(5),
             create_timeout: Duration::from_secs(5),
             recycle_timeout: Duration::from_secs(5),
+            statement_timeout: None,
         }
     }
 }
@@ -51,6 +56,12 @@ impl PoolSettings {
     /// Sets the longest time to open a connection.
     pub fn create_timeout(mut self, timeout: Duration) -> Self {
         self.create_timeout = timeout;
+        self
+    }
+
+    /// Sets the server-side statement timeout of every connection.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = Some(timeout);
         self
     }
 
@@ -83,6 +94,11 @@ pub fn build_pool_with_config(
     settings: &PoolSettings,
 ) -> Result<Pool, Error> {
     config.connect_timeout(settings.create_timeout);
+    if let Some(timeout) = settings.statement_timeout {
+        let options = config.get_options().unwrap_or_default();
+        let millis = timeout.as_millis().max(1);
+        config.options(format!("{options} -c statement_timeout={millis}").trim());
+    }
     let manager = Manager::from_config(
         config,
         tokio_postgres::NoTls,
