@@ -1,0 +1,887 @@
+//! Faults: a server restart under load, terminated backends, statement timeouts, and futures
+//! dropped mid-statement.
+//!
+//! Tests that stop or break the server run against a private PostgreSQL that the test starts
+//! itself (`PrivateServer`, in a temporary directory on a free port), never the shared server.
+//! The tests that only hold row locks use the shared server through `TestDb`.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use auth_sessions::{
+    CapPolicy, Error, NewSession, PoolSettings, RefreshToken, Rotation, RotationKey, SessionPolicy,
+    SessionRepo, Validation, build_pool_with_config, migrate,
+};
+use common::TestDb;
+use tokio_postgres::{Client, Config, NoTls};
+use uuid::Uuid;
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+// ---------------------------------------------------------------------------------------------
+// A private PostgreSQL server
+// ---------------------------------------------------------------------------------------------
+
+/// A PostgreSQL server of the test's own: `initdb` in a fresh temporary directory, listening on
+/// a free port of 127.0.0.1 (and a socket in that directory). Stopped (`-m immediate`) and
+/// removed on drop.
+struct PrivateServer {
+    /// The temporary directory: `data/` (the cluster), `log`, and the socket.
+    dir: tempfile::TempDir,
+    bindir: PathBuf,
+    port: u16,
+    /// Run the binaries as `postgres` through `runuser` (they refuse to run as root).
+    as_postgres: bool,
+}
+
+impl PrivateServer {
+    /// Creates and starts a server. Blocking (run it with `spawn_blocking` inside a runtime).
+    /// Panics with a clear message when PostgreSQL's binaries cannot be found or fail.
+    fn start() -> Self {
+        let bindir = pg_bindir();
+        for program in ["initdb", "pg_ctl", "postgres"] {
+            assert!(
+                bindir.join(program).is_file(),
+                "{program} not found in {} (from `pg_config --bindir`): install the \
+                 PostgreSQL server package (for example `apt-get install postgresql`)",
+                bindir.display()
+            );
+        }
+        let as_postgres = running_as_root();
+        let dir = tempfile::Builder::new()
+            .prefix("auth-sessions-pg-")
+            .tempdir_in("/tmp")
+            .expect("create a temporary directory in /tmp");
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("run chown");
+            assert!(status.success(), "chown of {} failed", dir.path().display());
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+                .expect("chmod 0700 the temporary directory");
+        }
+        let mut server = Self {
+            dir,
+            bindir,
+            port: 0,
+            as_postgres,
+        };
+        let output = server.run(
+            "initdb",
+            &[
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+                &server.data_dir().display().to_string(),
+            ],
+        );
+        server.check("initdb", &output);
+        // The port is free when we look; another process could take it before the server
+        // binds it, so try a few times.
+        let mut last = None;
+        for _ in 0..5 {
+            server.port = free_port();
+            let output = server.pg_ctl(&["-w", "-t", "30", "start"]);
+            if output.status.success() {
+                return server;
+            }
+            last = Some(output);
+        }
+        server.check("pg_ctl start", &last.expect("at least one attempt"));
+        unreachable!()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
+
+    /// The connection settings of the `postgres` database, over TCP.
+    fn config(&self) -> Config {
+        Config::from_str(&self.url()).expect("private server URL")
+    }
+
+    /// A URL for the `postgres` database, over TCP.
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A plain connection (outside any pool) to the `postgres` database.
+    async fn client(&self) -> Client {
+        let (client, connection) = self
+            .config()
+            .connect(NoTls)
+            .await
+            .expect("connect to the private server");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// `pg_ctl restart -m fast -w`. Blocking.
+    fn restart(&self) {
+        let output = self.pg_ctl(&["-w", "-t", "30", "-m", "fast", "restart"]);
+        self.check("pg_ctl restart", &output);
+    }
+
+    /// `pg_ctl stop -m fast -w`. Blocking.
+    #[allow(dead_code)] // part of the helper's interface; the tests restart instead
+    fn stop(&self) {
+        let output = self.pg_ctl(&["-w", "-t", "30", "-m", "fast", "stop"]);
+        self.check("pg_ctl stop", &output);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Output {
+        let data = self.data_dir().display().to_string();
+        let log = self.log_file().display().to_string();
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut all = vec!["-D", &data, "-l", &log, "-o", &options];
+        all.extend_from_slice(args);
+        self.run("pg_ctl", &all)
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        let binary = self.bindir.join(program);
+        let mut command = if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&binary);
+            command
+        } else {
+            Command::new(&binary)
+        };
+        command
+            .args(args)
+            // A working directory the server's user can enter.
+            .current_dir(self.dir.path())
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()))
+    }
+
+    fn check(&self, what: &str, output: &Output) {
+        if !output.status.success() {
+            let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+            panic!(
+                "{what} failed ({}):\nstdout: {}\nstderr: {}\nserver log:\n{log}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr),
+            );
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        // Best effort: the directory goes with `self.dir` right after.
+        let _ = self.pg_ctl(&["-w", "-t", "30", "-m", "immediate", "stop"]);
+    }
+}
+
+/// `pg_config --bindir`, or a clear failure.
+fn pg_bindir() -> PathBuf {
+    let output = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot run pg_config ({err}): the fault tests start a private PostgreSQL and \
+                 need its binaries (install postgresql and its pg_config, for example \
+                 `apt-get install postgresql postgresql-server-dev-all` or libpq-dev)"
+            )
+        });
+    assert!(output.status.success(), "pg_config --bindir failed");
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+fn running_as_root() -> bool {
+    let output = Command::new("id").arg("-u").output().expect("run id -u");
+    String::from_utf8_lossy(&output.stdout).trim() == "0"
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Starts a private server off the runtime's threads, migrates it, and returns it with a pool.
+async fn private_server(settings: &PoolSettings) -> (Arc<PrivateServer>, SessionRepo) {
+    let server = tokio::task::spawn_blocking(PrivateServer::start)
+        .await
+        .expect("start the private server");
+    let pool = build_pool_with_config(server.config(), settings).expect("pool");
+    migrate(&pool).await.expect("migrate the private server");
+    let policy = SessionPolicy::default()
+        .max_sessions_per_user(None, CapPolicy::Refuse)
+        .rotation_key(key());
+    (Arc::new(server), SessionRepo::with_policy(pool, policy))
+}
+
+async fn insert_user(client: &Client) -> Uuid {
+    client
+        .query_one(
+            "INSERT INTO auth.users (email) VALUES ($1) RETURNING id",
+            &[&format!("{}@example.test", Uuid::new_v4())],
+        )
+        .await
+        .expect("insert user")
+        .get(0)
+}
+
+fn key() -> RotationKey {
+    RotationKey::from_bytes(b"the fault tests' rotation key, 32+ bytes").unwrap()
+}
+
+/// A name for the error variants a broken connection may give; `None` for any other.
+fn outage_variant(err: &Error) -> Option<String> {
+    match err {
+        Error::Connect(e) => Some(format!(
+            "Connect({})",
+            e.code().map_or("no SQLSTATE", |c| c.code())
+        )),
+        Error::PoolTimeout => Some("PoolTimeout".into()),
+        Error::Database(e) => Some(format!(
+            "Database(code={}, closed={})",
+            e.code().map_or("none", |c| c.code()),
+            e.is_closed()
+        )),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// a. A restart under load
+// ---------------------------------------------------------------------------------------------
+
+const BEFORE: u8 = 0;
+const RESTARTING: u8 = 1;
+const AFTER: u8 = 2;
+
+/// What one worker saw.
+#[derive(Default)]
+struct WorkerLog {
+    /// Sessions whose create returned Ok: id -> token.
+    created: Vec<(Uuid, RefreshToken)>,
+    /// Successful calls by the phase in which they started.
+    ok_by_start_phase: [u64; 3],
+    /// Errors: (phase at start, phase at end, variant, elapsed since the restart finished).
+    errors: Vec<(u8, u8, String, Option<Duration>)>,
+    /// Lookups of an acknowledged session that found nothing or another session.
+    wrong_lookups: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_during_lookups_and_creates_recovers_without_losing_acknowledged_writes() {
+    let settings = PoolSettings::default()
+        .max_size(8)
+        .create_timeout(Duration::from_secs(2))
+        .wait_timeout(Duration::from_secs(2))
+        .recycle_timeout(Duration::from_secs(2));
+    let (server, repo) = private_server(&settings).await;
+    let admin = server.client().await;
+    let mut users = Vec::new();
+    for _ in 0..8 {
+        users.push(insert_user(&admin).await);
+    }
+    drop(admin);
+
+    let phase = Arc::new(AtomicU8::new(BEFORE));
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarted_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+    let mut workers = Vec::new();
+    for (n, user) in users.into_iter().enumerate() {
+        let (repo, phase, stop, restarted_at) = (
+            repo.clone(),
+            phase.clone(),
+            stop.clone(),
+            restarted_at.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut log = WorkerLog::default();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let start_phase = phase.load(Ordering::SeqCst);
+                // Every third call creates; the others look up a session this worker created.
+                let result = if log.created.is_empty() || (i + n).is_multiple_of(3) {
+                    let new = NewSession::new(user, DAY).with_device_info(format!("worker {n}"));
+                    match tokio::time::timeout(Duration::from_secs(10), repo.create(&new)).await {
+                        Ok(Ok((session, token))) => {
+                            log.created.push((session.id, token));
+                            Ok(())
+                        }
+                        Ok(Err(err)) => Err(Some(err)),
+                        Err(_) => Err(None),
+                    }
+                } else {
+                    let (id, token) = &log.created[i % log.created.len()];
+                    let lookup = repo.find_by_token(token.expose_secret());
+                    match tokio::time::timeout(Duration::from_secs(10), lookup).await {
+                        Ok(Ok(found)) => {
+                            if found.map(|s| s.id) != Some(*id) {
+                                log.wrong_lookups += 1;
+                            }
+                            Ok(())
+                        }
+                        Ok(Err(err)) => Err(Some(err)),
+                        Err(_) => Err(None),
+                    }
+                };
+                let end_phase = phase.load(Ordering::SeqCst);
+                match result {
+                    Ok(()) => log.ok_by_start_phase[usize::from(start_phase)] += 1,
+                    Err(err) => {
+                        let variant = match &err {
+                            Some(err) => {
+                                outage_variant(err).unwrap_or_else(|| format!("UNEXPECTED {err:?}"))
+                            }
+                            None => "UNEXPECTED: the call hung for 10 s".into(),
+                        };
+                        let since = restarted_at.get().map(|at| at.elapsed());
+                        log.errors.push((start_phase, end_phase, variant, since));
+                        // Do not spin while the server is away.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            log
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    phase.store(RESTARTING, Ordering::SeqCst);
+    let restart_began = Instant::now();
+    let restarter = server.clone();
+    tokio::task::spawn_blocking(move || restarter.restart())
+        .await
+        .expect("restart");
+    let restart_took = restart_began.elapsed();
+    restarted_at.set(Instant::now()).unwrap();
+    phase.store(AFTER, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut created: HashMap<Uuid, RefreshToken> = HashMap::new();
+    let mut ok_by_start_phase = [0u64; 3];
+    let mut variants: BTreeMap<String, u64> = BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut wrong_lookups = 0;
+    for worker in workers {
+        let log = tokio::time::timeout(Duration::from_secs(30), worker)
+            .await
+            .expect("workers stop within 30 s")
+            .expect("worker panicked");
+        created.extend(log.created);
+        for (total, n) in ok_by_start_phase.iter_mut().zip(log.ok_by_start_phase) {
+            *total += n;
+        }
+        for error in &log.errors {
+            *variants.entry(error.2.clone()).or_default() += 1;
+        }
+        errors.extend(log.errors);
+        wrong_lookups += log.wrong_lookups;
+    }
+    let last_error_after_restart = errors.iter().filter_map(|e| e.3).max();
+    println!(
+        "restart took {restart_took:?}; successful calls by starting phase \
+         [before, restarting, after] = {ok_by_start_phase:?}; {} errors; \
+         last error {last_error_after_restart:?} after the restart finished; variants seen: \
+         {variants:#?}",
+        errors.len()
+    );
+
+    assert!(
+        ok_by_start_phase[usize::from(BEFORE)] > 0,
+        "nothing succeeded before the restart"
+    );
+    let unexpected: Vec<_> = errors
+        .iter()
+        .filter(|e| e.2.starts_with("UNEXPECTED"))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "errors other than Connect, PoolTimeout or Database: {unexpected:?}"
+    );
+    let before: Vec<_> = errors.iter().filter(|e| e.1 == BEFORE).collect();
+    assert!(
+        before.is_empty(),
+        "errors before the restart began: {before:?}"
+    );
+    assert!(
+        !errors.is_empty(),
+        "a fast restart under load should surface at least one error"
+    );
+    assert!(
+        ok_by_start_phase[usize::from(AFTER)] > 0,
+        "the pool served no successful call after the restart"
+    );
+    // The pool recovers promptly: no error in the last second of the run.
+    let late: Vec<_> = errors
+        .iter()
+        .filter(|e| e.3.is_some_and(|since| since > Duration::from_millis(1500)))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "errors more than 1.5 s after the restart: {late:?}"
+    );
+    assert_eq!(
+        wrong_lookups, 0,
+        "lookups of acknowledged sessions found nothing or another session"
+    );
+
+    // Every acknowledged create is in the table, with its token's hash.
+    let admin = server.client().await;
+    let ids: Vec<Uuid> = created.keys().copied().collect();
+    let rows = admin
+        .query(
+            "SELECT id, refresh_token_hash FROM auth.user_sessions WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .expect("read back the sessions");
+    let stored: HashMap<Uuid, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let lost: Vec<_> = ids.iter().filter(|id| !stored.contains_key(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged creates are missing: {lost:?}",
+        lost.len(),
+        ids.len()
+    );
+    for (id, token) in &created {
+        assert_eq!(stored[id], token.hash().as_str(), "session {id} hash");
+    }
+    println!("{} acknowledged creates all present", ids.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// b. Terminated backends
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_backends_are_replaced_on_the_next_calls() {
+    let settings = PoolSettings::default()
+        .max_size(4)
+        .create_timeout(Duration::from_secs(2))
+        .wait_timeout(Duration::from_secs(2));
+    let (server, repo) = private_server(&settings).await;
+    let admin = server.client().await;
+    let user = insert_user(&admin).await;
+    let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+
+    // Warm four connections at once, and note their backends.
+    let objects = futures::future::try_join_all((0..4).map(|_| repo.pool().get()))
+        .await
+        .expect("four pooled connections");
+    let mut pool_pids = Vec::new();
+    for object in &objects {
+        let pid: i32 = object
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        pool_pids.push(pid);
+    }
+    drop(objects);
+    pool_pids.sort_unstable();
+    assert_eq!(repo.pool().status().size, 4);
+
+    let backends: Vec<i32> = admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND backend_type = 'client backend' AND pid <> pg_backend_pid() ORDER BY pid",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        backends, pool_pids,
+        "the database's other backends are the pool's"
+    );
+    let terminated: Vec<i32> = backends.iter().copied().step_by(2).collect();
+    for pid in &terminated {
+        let done: bool = admin
+            .query_one("SELECT pg_terminate_backend($1)", &[pid])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(done, "pg_terminate_backend({pid})");
+    }
+
+    // Rounds of four concurrent calls (every pooled connection is used) until one round
+    // succeeds entirely; errors in between must be typed.
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut recovered_after = None;
+    for round in 1..=10 {
+        let results = futures::future::join_all((0..4).map(|_| {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                repo.find_by_token(token.expose_secret()),
+            )
+        }))
+        .await;
+        let mut all_ok = true;
+        for result in results {
+            match result.expect("a call hung for 10 s") {
+                Ok(found) => assert_eq!(found.map(|s| s.id), Some(session.id)),
+                Err(err) => {
+                    all_ok = false;
+                    let variant = outage_variant(&err)
+                        .unwrap_or_else(|| panic!("untyped error after termination: {err:?}"));
+                    *errors.entry(variant).or_default() += 1;
+                }
+            }
+        }
+        if all_ok {
+            recovered_after = Some(round);
+            break;
+        }
+    }
+    println!(
+        "errors after terminating {terminated:?}: {errors:?}; recovered in round {recovered_after:?}"
+    );
+    assert!(
+        recovered_after.is_some(),
+        "calls still fail after 10 rounds: {errors:?}"
+    );
+
+    // Then every call succeeds, sequentially and concurrently.
+    for _ in 0..20 {
+        let found = repo.find_by_token(token.expose_secret()).await.unwrap();
+        assert_eq!(found.map(|s| s.id), Some(session.id));
+    }
+    for _ in 0..5 {
+        let results = futures::future::join_all((0..4).map(|_| repo.count_live(user))).await;
+        for result in results {
+            assert_eq!(result.unwrap(), 1);
+        }
+    }
+
+    // The terminated backends are gone and the pool holds at most four connections.
+    let alive: Vec<i32> = admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY($1)",
+            &[&terminated],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        alive.is_empty(),
+        "terminated backends still listed: {alive:?}"
+    );
+    assert!(repo.pool().status().size <= 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// c. Statement timeout
+// ---------------------------------------------------------------------------------------------
+
+async fn backend_pid(repo: &SessionRepo) -> i32 {
+    repo.pool()
+        .get()
+        .await
+        .expect("pooled connection")
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("backend pid")
+        .get(0)
+}
+
+#[tokio::test]
+async fn statement_timeout_is_a_typed_error_and_the_connection_survives() {
+    let db = TestDb::with_settings(
+        PoolSettings::default()
+            .max_size(1)
+            .statement_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let repo = db.repo.clone();
+    let user = db.user().await;
+    let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    let pid = backend_pid(&repo).await;
+
+    // Another connection holds the session's row lock in an open transaction.
+    let mut other = db.client().await;
+    let tx = other.transaction().await.unwrap();
+    let locked = tx
+        .query(
+            "SELECT id FROM auth.user_sessions WHERE id = $1 FOR UPDATE",
+            &[&session.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(locked.len(), 1);
+
+    let started = Instant::now();
+    let blocked = tokio::time::timeout(Duration::from_secs(5), repo.revoke(session.id, user))
+        .await
+        .expect("the statement timeout ends the call well before 5 s");
+    let waited = started.elapsed();
+    println!("revoke on a locked row: {blocked:?} after {waited:?}");
+    assert!(
+        matches!(blocked, Err(Error::StatementTimeout)),
+        "expected StatementTimeout, got {blocked:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(190) && waited < Duration::from_secs(2),
+        "canceled after {waited:?}, expected about 200 ms"
+    );
+
+    tx.rollback().await.unwrap();
+    // The same single connection serves the next call.
+    assert!(
+        repo.revoke(session.id, user).await.unwrap(),
+        "revoke after the lock is gone"
+    );
+    assert_eq!(backend_pid(&repo).await, pid, "the connection was replaced");
+    assert_eq!(repo.pool().status().size, 1);
+    assert!(matches!(
+        repo.validate(token.expose_secret()).await.unwrap(),
+        Validation::Revoked(_)
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// d. Futures dropped mid-statement
+// ---------------------------------------------------------------------------------------------
+
+/// Waits (at most 5 s) until no other backend of this database is running a statement, then
+/// returns how many are `idle in transaction`.
+async fn settle(observer: &Client) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let active: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid() AND state = 'active'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if active == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{active} statement(s) still running after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    observer
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// How many backends of this database (other than the observer) wait on a lock.
+async fn lock_waiters(observer: &Client) -> i64 {
+    observer
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND state = 'active' AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Runs `call` for about 100 ms (a `tokio::time::timeout`), longer if needed until its
+/// statement is seen waiting on a lock on the server (at most 5 s), then drops it unfinished.
+async fn drop_while_waiting<F, T>(observer: &Client, call: F, what: &str)
+where
+    F: std::future::Future<Output = Result<T, Error>>,
+    T: std::fmt::Debug,
+{
+    let mut call = std::pin::pin!(call);
+    let mut slice = Duration::from_millis(100);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(result) = tokio::time::timeout(slice, call.as_mut()).await {
+            panic!("{what} should block on the lock, got {result:?}");
+        }
+        if lock_waiters(observer).await == 1 {
+            return; // dropped here, its statement waiting on the server
+        }
+        assert!(Instant::now() < deadline, "{what} never waited on the lock");
+        slice = Duration::from_millis(20);
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_state() {
+    let db = TestDb::new().await;
+    let policy = SessionPolicy::default()
+        .max_sessions_per_user(Some(1), CapPolicy::EvictLeastRecentlyActive)
+        .rotation_key(key());
+    let repo = SessionRepo::with_policy(db.pool.clone(), policy);
+    let observer = db.client().await;
+
+    // --- rotate ---------------------------------------------------------------------------
+    let user = db.user().await;
+    let (session, old) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    let successor = key().successor(&old);
+
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.query(
+        "SELECT id FROM auth.user_sessions WHERE id = $1 FOR UPDATE",
+        &[&session.id],
+    )
+    .await
+    .unwrap();
+    drop_while_waiting(&observer, repo.rotate(old.expose_secret()), "rotate").await;
+    tx.rollback().await.unwrap();
+    let idle_in_tx = settle(&observer).await;
+    assert_eq!(idle_in_tx, 0, "a backend is left idle in transaction");
+
+    let current: String = observer
+        .query_one(
+            "SELECT refresh_token_hash FROM auth.user_sessions WHERE id = $1",
+            &[&session.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let history: Vec<(String, String)> = observer
+        .query(
+            "SELECT token_hash, successor_hash FROM auth.session_token_history \
+             WHERE session_id = $1",
+            &[&session.id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let old_hash = old.hash().as_str().to_owned();
+    let new_hash = successor.hash().as_str().to_owned();
+    let rotated = if current == old_hash {
+        assert!(history.is_empty(), "not rotated, yet history: {history:?}");
+        false
+    } else {
+        assert_eq!(
+            current, new_hash,
+            "the current hash is neither old nor successor"
+        );
+        assert_eq!(
+            history,
+            vec![(old_hash, new_hash)],
+            "rotated without its history row"
+        );
+        true
+    };
+    println!(
+        "dropped rotate: the statement {}",
+        if rotated {
+            "completed (rotated)"
+        } else {
+            "did not apply"
+        }
+    );
+
+    // The pool still works, and a retry of the lost call gets the same successor.
+    match repo.rotate(old.expose_secret()).await.unwrap() {
+        Rotation::Rotated { session: s, token } => {
+            assert_eq!(s.id, session.id);
+            assert_eq!(token, successor, "the retry got another successor");
+        }
+        other => panic!("retry of the dropped rotation: {other:?}"),
+    }
+    assert!(matches!(
+        repo.validate(successor.expose_secret()).await.unwrap(),
+        Validation::Valid(_)
+    ));
+
+    // --- create (cap 1, evicting) -----------------------------------------------------------
+    let user = db.user().await;
+    let (first, _) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    let tx = locker.transaction().await.unwrap();
+    tx.query(
+        "SELECT id FROM auth.users WHERE id = $1 FOR UPDATE",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    drop_while_waiting(
+        &observer,
+        repo.create(&NewSession::new(user, DAY)),
+        "create",
+    )
+    .await;
+    tx.rollback().await.unwrap();
+    let idle_in_tx = settle(&observer).await;
+    assert_eq!(idle_in_tx, 0, "a backend is left idle in transaction");
+
+    let rows: Vec<(Uuid, Option<String>)> = observer
+        .query(
+            "SELECT id, revoked_reason FROM auth.user_sessions WHERE user_id = $1 \
+             ORDER BY created_at, id",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let new_rows: Vec<_> = rows.iter().filter(|(id, _)| *id != first.id).collect();
+    let first_reason = rows
+        .iter()
+        .find(|(id, _)| *id == first.id)
+        .map(|(_, reason)| reason.clone())
+        .expect("the first session is still there");
+    match new_rows.as_slice() {
+        // Nothing applied: the first session is untouched.
+        [] => assert_eq!(first_reason, None, "evicted without a new session"),
+        // Everything applied: the new session is live and the first one was evicted for it.
+        [(_, None)] => assert_eq!(first_reason.as_deref(), Some("evicted")),
+        other => panic!("half state after a dropped create: {other:?}, first {first_reason:?}"),
+    }
+    println!(
+        "dropped create: the statement {}",
+        if new_rows.is_empty() {
+            "did not apply"
+        } else {
+            "completed"
+        }
+    );
+
+    // The pool still works and the cap still holds.
+    repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    assert_eq!(repo.count_live(user).await.unwrap(), 1);
+    assert_eq!(settle(&observer).await, 0);
+}
