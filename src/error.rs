@@ -116,9 +116,14 @@ impl DatabaseError {
         self.0.as_db_error().and_then(|db| db.constraint())
     }
 
-    /// True when the connection behind the error is closed.
+    /// True when the connection behind the error is gone: closed, or ended by the server
+    /// (SQLSTATE class 57P: shutdown, crash, termination of the backend), so the call can be
+    /// retried on another connection.
     pub fn is_closed(&self) -> bool {
         self.0.is_closed()
+            || self
+                .code()
+                .is_some_and(|code| code.code().starts_with("57P"))
     }
 }
 

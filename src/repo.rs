@@ -57,6 +57,28 @@ impl SessionRepo {
         &self.policy
     }
 
+    /// Runs one repository call on a pooled connection. When the caller drops the call's
+    /// future while a statement is in flight, the connection does not go back to the pool
+    /// (it would still be busy with that statement and stall the next caller): it is
+    /// detached and closed, and the server is asked to cancel the statement, which then rolls
+    /// back unless it had already committed. Each call is one statement, so either way
+    /// nothing is left half done and no transaction stays open.
+    async fn with_client<T>(
+        &self,
+        op: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut checkout = Checkout {
+            object: Some(self.pool.get().await?),
+            complete: false,
+        };
+        let Some(client) = checkout.object.as_ref() else {
+            return Err(Error::UnexpectedResponse("pooled connection missing"));
+        };
+        let result = op(client).await;
+        checkout.complete = true;
+        result
+    }
+
     /// The pool this repository uses.
     pub fn pool(&self) -> &Pool {
         &self.pool
@@ -107,23 +129,27 @@ impl SessionRepo {
         hash: &TokenHash,
         ttl_seconds: i64,
     ) -> Result<Session, Error> {
-        let client = self.pool.get().await?;
-        let row = q::create_session()
-            .bind(
-                &client,
-                &new.user_id,
-                &hash.as_str(),
-                &new.device_info.as_deref(),
-                &new.ip_address,
-                &new.user_agent.as_deref(),
-                &ttl_seconds,
-                &self.policy.idle_seconds(),
-                &self.policy.cap(),
-                &(self.policy.at_cap == CapPolicy::EvictLeastRecentlyActive),
-            )
-            .one()
-            .await?;
-        traced(Ok(row.into()))
+        let result = self
+            .with_client(async |client| {
+                let row = q::create_session()
+                    .bind(
+                        client,
+                        &new.user_id,
+                        &hash.as_str(),
+                        &new.device_info.as_deref(),
+                        &new.ip_address,
+                        &new.user_agent.as_deref(),
+                        &ttl_seconds,
+                        &self.policy.idle_seconds(),
+                        &self.policy.cap(),
+                        &(self.policy.at_cap == CapPolicy::EvictLeastRecentlyActive),
+                    )
+                    .one()
+                    .await?;
+                Ok(row.into())
+            })
+            .await;
+        traced(result)
     }
 
     /// Finds the unexpired session of a refresh token presented by a device.
@@ -147,12 +173,16 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn find_by_token_hash(&self, hash: &TokenHash) -> Result<Option<Session>, Error> {
-        let client = self.pool.get().await?;
-        let row = q::get_session_by_token_hash()
-            .bind(&client, &hash.as_str(), &self.policy.idle_seconds())
-            .opt()
-            .await?;
-        traced(Ok(row.map(Session::from)))
+        let result = self
+            .with_client(async |client| {
+                let row = q::get_session_by_token_hash()
+                    .bind(client, &hash.as_str(), &self.policy.idle_seconds())
+                    .opt()
+                    .await?;
+                Ok(row.map(Session::from))
+            })
+            .await;
+        traced(result)
     }
 
     /// Lists a user's live sessions, most recently active first, without token hashes or
@@ -163,12 +193,16 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn list_devices(&self, user_id: Uuid) -> Result<Vec<Device>, Error> {
-        let client = self.pool.get().await?;
-        let rows = q::get_user_sessions()
-            .bind(&client, &user_id, &self.policy.idle_seconds())
-            .all()
-            .await?;
-        traced(Ok(rows.into_iter().map(Device::from).collect()))
+        let result = self
+            .with_client(async |client| {
+                let rows = q::get_user_sessions()
+                    .bind(client, &user_id, &self.policy.idle_seconds())
+                    .all()
+                    .await?;
+                Ok(rows.into_iter().map(Device::from).collect())
+            })
+            .await;
+        traced(result)
     }
 
     /// Records activity on a live session. Writes only when the stored `last_active_at` is at
@@ -185,21 +219,25 @@ impl SessionRepo {
         session_id: Uuid,
         ip_address: Option<IpAddr>,
     ) -> Result<Option<Activity>, Error> {
-        let client = self.pool.get().await?;
-        let row = q::update_session_activity()
-            .bind(
-                &client,
-                &session_id,
-                &self.policy.idle_seconds(),
-                &ip_address,
-                &self.policy.activity_seconds(),
-            )
-            .opt()
-            .await?;
-        traced(Ok(row.map(|row| Activity {
-            last_active_at: row.last_active_at,
-            written: row.written,
-        })))
+        let result = self
+            .with_client(async |client| {
+                let row = q::update_session_activity()
+                    .bind(
+                        client,
+                        &session_id,
+                        &self.policy.idle_seconds(),
+                        &ip_address,
+                        &self.policy.activity_seconds(),
+                    )
+                    .opt()
+                    .await?;
+                Ok(row.map(|row| Activity {
+                    last_active_at: row.last_active_at,
+                    written: row.written,
+                }))
+            })
+            .await;
+        traced(result)
     }
 
     /// Revokes one session, only if it belongs to `user_id`. Returns whether a session was
@@ -211,12 +249,16 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke(&self, session_id: Uuid, user_id: Uuid) -> Result<bool, Error> {
-        let client = self.pool.get().await?;
-        let revoked = q::revoke_session()
-            .bind(&client, &session_id, &user_id)
-            .opt()
-            .await?;
-        traced(Ok(revoked.is_some()))
+        let result = self
+            .with_client(async |client| {
+                let revoked = q::revoke_session()
+                    .bind(client, &session_id, &user_id)
+                    .opt()
+                    .await?;
+                Ok(revoked.is_some())
+            })
+            .await;
+        traced(result)
     }
 
     /// Revokes every session of `user_id` except `current_session_id` ("log out my other
@@ -231,12 +273,16 @@ impl SessionRepo {
         user_id: Uuid,
         current_session_id: Uuid,
     ) -> Result<u64, Error> {
-        let client = self.pool.get().await?;
-        let revoked = q::revoke_all_sessions_except_current()
-            .bind(&client, &user_id, &current_session_id)
-            .one()
-            .await?;
-        traced(Ok(count(revoked)))
+        let result = self
+            .with_client(async |client| {
+                let revoked = q::revoke_all_sessions_except_current()
+                    .bind(client, &user_id, &current_session_id)
+                    .one()
+                    .await?;
+                Ok(count(revoked))
+            })
+            .await;
+        traced(result)
     }
 
     /// Revokes every session of `user_id` ("log out everywhere"). Returns how many were
@@ -247,12 +293,16 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke_all(&self, user_id: Uuid) -> Result<u64, Error> {
-        let client = self.pool.get().await?;
-        let revoked = q::revoke_all_user_sessions()
-            .bind(&client, &user_id)
-            .one()
-            .await?;
-        traced(Ok(count(revoked)))
+        let result = self
+            .with_client(async |client| {
+                let revoked = q::revoke_all_user_sessions()
+                    .bind(client, &user_id)
+                    .one()
+                    .await?;
+                Ok(count(revoked))
+            })
+            .await;
+        traced(result)
     }
 
     /// Deletes every session past its absolute expiry or idle for longer than the idle timeout
@@ -263,12 +313,16 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn delete_expired(&self) -> Result<u64, Error> {
-        let client = self.pool.get().await?;
-        let deleted = q::delete_expired_sessions()
-            .bind(&client, &self.policy.idle_seconds())
-            .one()
-            .await?;
-        traced(Ok(count(deleted)))
+        let result = self
+            .with_client(async |client| {
+                let deleted = q::delete_expired_sessions()
+                    .bind(client, &self.policy.idle_seconds())
+                    .one()
+                    .await?;
+                Ok(count(deleted))
+            })
+            .await;
+        traced(result)
     }
 
     /// Deletes at most `limit` dead sessions in one bounded batch: first those past their
@@ -289,21 +343,25 @@ impl SessionRepo {
                 problem: crate::InputProblem::OutOfRange,
             });
         }
-        let client = self.pool.get().await?;
-        let limit = i64::from(limit);
-        let mut deleted = q::delete_expired_sessions_batch()
-            .bind(&client, &limit)
-            .one()
-            .await?;
-        if let Some(idle) = self.policy.idle_seconds()
-            && deleted < limit
-        {
-            deleted += q::delete_idle_sessions_batch()
-                .bind(&client, &idle, &(limit - deleted))
-                .one()
-                .await?;
-        }
-        traced(Ok(count(deleted)))
+        let result = self
+            .with_client(async |client| {
+                let limit = i64::from(limit);
+                let mut deleted = q::delete_expired_sessions_batch()
+                    .bind(client, &limit)
+                    .one()
+                    .await?;
+                if let Some(idle) = self.policy.idle_seconds()
+                    && deleted < limit
+                {
+                    deleted += q::delete_idle_sessions_batch()
+                        .bind(client, &idle, &(limit - deleted))
+                        .one()
+                        .await?;
+                }
+                Ok(count(deleted))
+            })
+            .await;
+        traced(result)
     }
 
     /// Counts for operators: sessions by state, users, the largest per-user count, sizes.
@@ -313,21 +371,25 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn stats(&self) -> Result<SessionStats, Error> {
-        let client = self.pool.get().await?;
-        let row = q::session_stats()
-            .bind(&client, &self.policy.idle_seconds())
-            .one()
-            .await?;
-        traced(Ok(SessionStats {
-            total: count(row.total),
-            live: count(row.live),
-            expired: count(row.expired),
-            revoked: count(row.revoked),
-            users: count(row.users),
-            max_live_per_user: count(row.max_live_per_user),
-            table_bytes: count(row.table_bytes),
-            index_bytes: count(row.index_bytes),
-        }))
+        let result = self
+            .with_client(async |client| {
+                let row = q::session_stats()
+                    .bind(client, &self.policy.idle_seconds())
+                    .one()
+                    .await?;
+                Ok(SessionStats {
+                    total: count(row.total),
+                    live: count(row.live),
+                    expired: count(row.expired),
+                    revoked: count(row.revoked),
+                    users: count(row.users),
+                    max_live_per_user: count(row.max_live_per_user),
+                    table_bytes: count(row.table_bytes),
+                    index_bytes: count(row.index_bytes),
+                })
+            })
+            .await;
+        traced(result)
     }
 
     /// Counts a user's live sessions.
@@ -337,12 +399,16 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn count_live(&self, user_id: Uuid) -> Result<u64, Error> {
-        let client = self.pool.get().await?;
-        let live = q::count_user_sessions()
-            .bind(&client, &user_id, &self.policy.idle_seconds())
-            .one()
-            .await?;
-        traced(Ok(count(live)))
+        let result = self
+            .with_client(async |client| {
+                let live = q::count_user_sessions()
+                    .bind(client, &user_id, &self.policy.idle_seconds())
+                    .one()
+                    .await?;
+                Ok(count(live))
+            })
+            .await;
+        traced(result)
     }
 
     /// Classifies a token presented by a device, changing nothing: valid (with the session),
@@ -355,31 +421,35 @@ impl SessionRepo {
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn validate(&self, presented: &str) -> Result<Validation, Error> {
         let token = RefreshToken::parse(presented)?;
-        let client = self.pool.get().await?;
-        let row = q::validate_session()
-            .bind(
-                &client,
-                &token.hash().as_str(),
-                &self.policy.idle_seconds(),
-                &self.policy.grace_seconds(),
-            )
-            .opt()
-            .await?;
-        let Some(row) = row else {
-            return Ok(Validation::Unknown);
-        };
-        traced(Ok(
-            match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
-                State::Live => Validation::Valid(row.into()),
-                State::Expired => Validation::Expired,
-                State::IdleTimedOut => Validation::IdleTimedOut,
-                State::Revoked(reason) => Validation::Revoked(reason),
-                State::TokenReused => Validation::TokenReused {
-                    session_id: row.id,
-                    user_id: row.user_id,
-                },
-            },
-        ))
+        let result = self
+            .with_client(async |client| {
+                let row = q::validate_session()
+                    .bind(
+                        client,
+                        &token.hash().as_str(),
+                        &self.policy.idle_seconds(),
+                        &self.policy.grace_seconds(),
+                    )
+                    .opt()
+                    .await?;
+                let Some(row) = row else {
+                    return Ok(Validation::Unknown);
+                };
+                Ok(
+                    match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
+                        State::Live => Validation::Valid(row.into()),
+                        State::Expired => Validation::Expired,
+                        State::IdleTimedOut => Validation::IdleTimedOut,
+                        State::Revoked(reason) => Validation::Revoked(reason),
+                        State::TokenReused => Validation::TokenReused {
+                            session_id: row.id,
+                            user_id: row.user_id,
+                        },
+                    },
+                )
+            })
+            .await;
+        traced(result)
     }
 
     /// Rotates a presented refresh token in one atomic statement: the session's stored hash
@@ -399,39 +469,43 @@ impl SessionRepo {
     pub async fn rotate(&self, presented: &str) -> Result<Rotation, Error> {
         let token = RefreshToken::parse(presented)?;
         let successor = self.rotation_key()?.successor(&token);
-        let client = self.pool.get().await?;
-        let row = q::rotate_session()
-            .bind(
-                &client,
-                &token.hash().as_str(),
-                &successor.hash().as_str(),
-                &self.policy.idle_seconds(),
-                &self.policy.grace_seconds(),
-            )
-            .opt()
-            .await?;
-        let Some(row) = row else {
-            return Ok(Rotation::Unknown);
-        };
-        traced(Ok(
-            match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
-                State::Live => Rotation::Rotated {
-                    session: row.into(),
-                    token: successor,
-                },
-                State::Expired => Rotation::Expired,
-                State::IdleTimedOut => Rotation::IdleTimedOut,
-                State::Revoked(reason) => Rotation::Revoked(reason),
-                State::TokenReused => {
-                    tracing::warn!(session_id = %row.id, user_id = %row.user_id,
-                    "refresh token reused after rotation: session revoked");
-                    Rotation::TokenReused {
-                        session_id: row.id,
-                        user_id: row.user_id,
-                    }
-                }
-            },
-        ))
+        let result = self
+            .with_client(async |client| {
+                let row = q::rotate_session()
+                    .bind(
+                        client,
+                        &token.hash().as_str(),
+                        &successor.hash().as_str(),
+                        &self.policy.idle_seconds(),
+                        &self.policy.grace_seconds(),
+                    )
+                    .opt()
+                    .await?;
+                let Some(row) = row else {
+                    return Ok(Rotation::Unknown);
+                };
+                Ok(
+                    match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
+                        State::Live => Rotation::Rotated {
+                            session: row.into(),
+                            token: successor,
+                        },
+                        State::Expired => Rotation::Expired,
+                        State::IdleTimedOut => Rotation::IdleTimedOut,
+                        State::Revoked(reason) => Rotation::Revoked(reason),
+                        State::TokenReused => {
+                            tracing::warn!(session_id = %row.id, user_id = %row.user_id,
+                        "refresh token reused after rotation: session revoked");
+                            Rotation::TokenReused {
+                                session_id: row.id,
+                                user_id: row.user_id,
+                            }
+                        }
+                    },
+                )
+            })
+            .await;
+        traced(result)
     }
 
     fn rotation_key(&self) -> Result<&RotationKey, Error> {
@@ -446,6 +520,36 @@ impl SessionRepo {
         PROCESS_ROTATION_KEY
             .get()
             .ok_or(Error::UnexpectedResponse("rotation key unset"))
+    }
+}
+
+/// A pooled connection lent to one call; see [`SessionRepo::with_client`].
+struct Checkout {
+    object: Option<deadpool_postgres::Client>,
+    complete: bool,
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if self.complete {
+            return; // Back to the pool as usual.
+        }
+        let Some(object) = self.object.take() else {
+            return;
+        };
+        let cancel = object.cancel_token();
+        // Detached from the pool: dropping it closes the connection.
+        drop(deadpool_postgres::Object::take(object));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = cancel.cancel_query(tokio_postgres::NoTls).await {
+                    tracing::debug!(error = %err, "cancel request for an abandoned call failed");
+                }
+            });
+        }
+        tracing::debug!(
+            "repository call abandoned mid-flight: connection closed, statement canceled"
+        );
     }
 }
 

@@ -885,3 +885,59 @@ async fn a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_sta
     assert_eq!(repo.count_live(user).await.unwrap(), 1);
     assert_eq!(settle(&observer).await, 0);
 }
+
+#[tokio::test]
+async fn an_abandoned_call_does_not_stall_the_next_caller_on_its_connection() {
+    // One connection: if an abandoned call handed it back while its statement still waited
+    // on a lock, the next call would queue behind that statement for as long as the lock is
+    // held. Instead the connection is closed, the statement canceled, and a new one serves.
+    let db = TestDb::with_settings(PoolSettings::default().max_size(1)).await;
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default().rotation_key(key()),
+    );
+    let observer = db.client().await;
+    let user = db.user().await;
+    let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM auth.user_sessions WHERE id = $1 FOR UPDATE",
+        &[&session.id],
+    )
+    .await
+    .unwrap();
+    drop_while_waiting(&observer, repo.rotate(token.expose_secret()), "rotate").await;
+
+    // The lock is still held; the next call must not wait for it.
+    let started = Instant::now();
+    let live = tokio::time::timeout(Duration::from_secs(2), repo.count_live(user))
+        .await
+        .expect("the next call is not stalled behind the abandoned statement")
+        .unwrap();
+    assert_eq!(live, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // The abandoned statement was canceled: nothing waits on the lock any more.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lock_waiters(&observer).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned statement still waits on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.rollback().await.unwrap();
+    assert_eq!(settle(&observer).await, 0, "no transaction left open");
+    // Canceled before it could run: the old token is still the current one.
+    assert!(
+        repo.find_by_token(token.expose_secret())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
