@@ -48,6 +48,9 @@ struct Args {
     sessions: i64,
     seconds: f64,
     expired: i64,
+    cleanup_batch: u32,
+    cleanup_pause_ms: u64,
+    only_cleanup: bool,
 }
 
 fn args() -> Args {
@@ -55,35 +58,29 @@ fn args() -> Args {
         sessions: 1_000_000,
         seconds: 5.0,
         expired: 1_000_000,
+        cleanup_batch: 1000,
+        cleanup_pause_ms: 50,
+        only_cleanup: false,
     };
     let mut it = std::env::args().skip(1);
+    fn value<T: FromStr>(it: &mut impl Iterator<Item = String>, flag: &str) -> T {
+        it.next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{flag} needs a number"))
+    }
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => {
-                args = Args {
-                    sessions: 100_000,
-                    seconds: 2.0,
-                    expired: 100_000,
-                }
+                args.sessions = 100_000;
+                args.expired = 100_000;
+                args.seconds = 2.0;
             }
-            "--sessions" => {
-                args.sessions = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(args.sessions)
-            }
-            "--expired" => {
-                args.expired = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(args.expired)
-            }
-            "--seconds" => {
-                args.seconds = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(args.seconds)
-            }
+            "--sessions" => args.sessions = value(&mut it, "--sessions"),
+            "--expired" => args.expired = value(&mut it, "--expired"),
+            "--seconds" => args.seconds = value(&mut it, "--seconds"),
+            "--cleanup-batch" => args.cleanup_batch = value(&mut it, "--cleanup-batch"),
+            "--cleanup-pause-ms" => args.cleanup_pause_ms = value(&mut it, "--cleanup-pause-ms"),
+            "--only-cleanup" => args.only_cleanup = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -314,10 +311,12 @@ async fn setup(args: &Args) -> Result<(Config, Client), BoxError> {
 
 async fn run(args: Args) -> Result<(), BoxError> {
     let (config, client) = setup(&args).await?;
-    lookups(&args, &config).await?;
-    operations(&args, &config, &client).await?;
-    storage(&client).await?;
-    round_trips(&config, &client).await?;
+    if !args.only_cleanup {
+        lookups(&args, &config).await?;
+        operations(&args, &config, &client).await?;
+        storage(&client).await?;
+        round_trips(&config, &client).await?;
+    }
     cleanup(&args, &config, &client).await?;
     Ok(())
 }
@@ -385,8 +384,10 @@ async fn lookups(args: &Args, config: &Config) -> Result<(), BoxError> {
                 .client
                 .query_opt(&h.statement, &[&hash, &Some(IDLE_SECONDS)])
                 .await
-                .expect("lookup");
-            assert!(row.is_some());
+                .expect("lookup")
+                .expect("found");
+            // Decoded into the same fields SessionRepo returns, as a service would.
+            std::hint::black_box(HandSession::from_row(&row));
         });
 
         let repo = repo_for(config, concurrency, SessionPolicy::default())?;
@@ -510,6 +511,34 @@ async fn pgbench(
         elapsed: Duration::from_secs_f64(seconds.ceil()),
         latencies_us,
     })
+}
+
+/// What a hand-written lookup decodes: the fields of `auth_sessions::Session`.
+#[allow(dead_code)] // Read only through black_box.
+struct HandSession {
+    id: Uuid,
+    user_id: Uuid,
+    device_info: Option<String>,
+    ip_address: Option<std::net::IpAddr>,
+    user_agent: Option<String>,
+    last_active_at: chrono::DateTime<chrono::Utc>,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl HandSession {
+    fn from_row(row: &tokio_postgres::Row) -> Self {
+        Self {
+            id: row.get(0),
+            user_id: row.get(1),
+            device_info: row.get(3),
+            ip_address: row.get(4),
+            user_agent: row.get(5),
+            last_active_at: row.get(6),
+            expires_at: row.get(7),
+            created_at: row.get(8),
+        }
+    }
 }
 
 /// One caller of a hand-written operation: its own connection and prepared statement.
@@ -901,6 +930,10 @@ async fn cleanup(args: &Args, config: &Config, admin: &Client) -> Result<(), Box
     let quiet = measure(args.seconds, vec![lookup_repo.clone(); 8], lookup).await;
 
     let cleaner = repo_for(config, 1, SessionPolicy::default())?;
+    let (batch, pause) = (
+        args.cleanup_batch,
+        Duration::from_millis(args.cleanup_pause_ms),
+    );
     let done = Arc::new(AtomicBool::new(false));
     let flag = done.clone();
     let cleaning_started = Instant::now();
@@ -908,13 +941,14 @@ async fn cleanup(args: &Args, config: &Config, admin: &Client) -> Result<(), Box
         let mut deleted = 0u64;
         loop {
             let rows = cleaner
-                .delete_expired_batch(1000)
+                .delete_expired_batch(batch)
                 .await
                 .expect("cleanup batch");
             deleted += rows;
-            if rows < 1000 {
+            if rows < u64::from(batch) {
                 break;
             }
+            tokio::time::sleep(pause).await;
         }
         flag.store(true, Ordering::SeqCst);
         (deleted, cleaning_started.elapsed())
@@ -930,7 +964,8 @@ async fn cleanup(args: &Args, config: &Config, admin: &Client) -> Result<(), Box
     println!("|---|---|");
     println!("| rows deleted | {deleted} |");
     println!(
-        "| cleanup rows/s (batches of 1000, one cleaner, lookups running) | {:.0} |",
+        "| cleanup rows/s (batches of {batch}, {} ms pause, one cleaner, lookups running) | {:.0} |",
+        args.cleanup_pause_ms,
         deleted as f64 / took.as_secs_f64()
     );
     println!(

@@ -13,6 +13,10 @@ pub struct CleanupSettings {
     pub every: Duration,
     /// Most rows one statement deletes. Default: 1000.
     pub batch_size: u32,
+    /// Pause after each full batch, so that cleanup yields the machine to live traffic.
+    /// Default: 50 ms (measured: lookup p99 during cleanup within 1.1x of without, at about a
+    /// quarter of the unpaced deletion rate; see BENCHMARKS.md).
+    pub pause: Duration,
 }
 
 impl Default for CleanupSettings {
@@ -20,6 +24,7 @@ impl Default for CleanupSettings {
         Self {
             every: Duration::from_secs(60),
             batch_size: 1000,
+            pause: Duration::from_millis(50),
         }
     }
 }
@@ -28,6 +33,12 @@ impl CleanupSettings {
     /// Sets the pause between rounds.
     pub fn every(mut self, every: Duration) -> Self {
         self.every = every;
+        self
+    }
+
+    /// Sets the pause after each full batch (zero: none).
+    pub fn pause(mut self, pause: Duration) -> Self {
+        self.pause = pause;
         self
     }
 
@@ -50,8 +61,9 @@ pub struct CleanupReport {
     pub errors: u64,
 }
 
-/// Runs cleanup rounds until `shutdown` completes: each round deletes batches until one comes
-/// back short, then waits `settings.every`. A shutdown during a round lets the running batch
+/// Runs cleanup rounds until `shutdown` completes: each round deletes batches (pausing
+/// `settings.pause` after each full one) until one comes back short, then waits
+/// `settings.every`. A shutdown during a round lets the running batch
 /// finish. Failures are logged and retried next round; each round logs the rows it deleted.
 pub async fn run_cleanup(
     repo: SessionRepo,
@@ -77,6 +89,10 @@ pub async fn run_cleanup(
                     report.deleted += deleted;
                     if deleted < u64::from(settings.batch_size) {
                         break;
+                    }
+                    tokio::select! {
+                        () = &mut shutdown => return report,
+                        () = tokio::time::sleep(settings.pause) => {}
                     }
                 }
                 Err(err) => {

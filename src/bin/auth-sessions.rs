@@ -58,6 +58,9 @@ enum Command {
         /// Most rows one statement deletes.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         batch_size: u32,
+        /// Pause after each full batch, yielding to live traffic ("0s" for none).
+        #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+        pause: Duration,
         /// Repeat every DURATION (for example "30s", "5m") until interrupted with Ctrl-C.
         #[arg(long, value_parser = humantime::parse_duration)]
         every: Option<Duration>,
@@ -178,7 +181,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 report.already_applied.len()
             );
         }
-        Command::Cleanup { batch_size, every } => cleanup(&repo, batch_size, every).await?,
+        Command::Cleanup {
+            batch_size,
+            pause,
+            every,
+        } => cleanup(&repo, batch_size, pause, every).await?,
         Command::Stats => {
             let stats = repo.stats().await?;
             println!("sessions total        {}", stats.total);
@@ -233,6 +240,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
 async fn cleanup(
     repo: &SessionRepo,
     batch_size: u32,
+    pause: Duration,
     every: Option<Duration>,
 ) -> Result<(), Error> {
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -265,6 +273,10 @@ async fn cleanup(
             }
             if rows < u64::from(batch_size) || interrupted.load(Ordering::SeqCst) {
                 break;
+            }
+            tokio::select! {
+                () = notify.notified() => break,
+                () = tokio::time::sleep(pause) => {}
             }
         }
         let line = format!(
