@@ -531,12 +531,12 @@ impl HandSession {
         Self {
             id: row.get(0),
             user_id: row.get(1),
-            device_info: row.get(3),
-            ip_address: row.get(4),
-            user_agent: row.get(5),
-            last_active_at: row.get(6),
-            expires_at: row.get(7),
-            created_at: row.get(8),
+            device_info: row.get(2),
+            ip_address: row.get(3),
+            user_agent: row.get(4),
+            last_active_at: row.get(5),
+            expires_at: row.get(6),
+            created_at: row.get(7),
         }
     }
 }

@@ -1,5 +1,6 @@
 --: AuthUserSession(device_info?, ip_address?, user_agent?, revoked_at?, revoked_reason?, rotated_at?)
 --: UserDevice(device_info?, ip_address?)
+--: LiveSession(device_info?, ip_address?, user_agent?)
 --: SessionOutcome(device_info?, ip_address?, user_agent?, revoked_at?, revoked_reason?, rotated_at?)
 --: SessionActivity()
 --: SessionStats()
@@ -14,11 +15,11 @@ SELECT id, user_id, refresh_token_hash, device_info, ip_address, user_agent,
 FROM auth.create_session(:user_id, :refresh_token_hash, :device_info, :ip_address, :user_agent,
     :ttl_seconds::bigint, :idle_seconds::bigint, :max_sessions::integer, :evict::boolean);
 
---! get_session_by_token_hash (idle_seconds?) : AuthUserSession
+--! get_session_by_token_hash (idle_seconds?) : LiveSession
 --- Finds the live session holding this refresh token hash: not revoked, `expires_at > now()`,
---- and (with `idle_seconds`) active within that many seconds.
-SELECT id, user_id, refresh_token_hash, device_info, ip_address, user_agent,
-    last_active_at, expires_at, created_at, revoked_at, revoked_reason, rotated_at
+--- and (with `idle_seconds`) active within that many seconds. The hot path: returns only what
+--- the caller uses (no hash, no revocation columns, which are NULL for a live session).
+SELECT id, user_id, device_info, ip_address, user_agent, last_active_at, expires_at, created_at
 FROM auth.user_sessions
 WHERE refresh_token_hash = :refresh_token_hash
   AND expires_at > now()

@@ -190,6 +190,21 @@ impl From<db::queries::sessions::AuthUserSession> for Session {
     }
 }
 
+impl From<db::queries::sessions::LiveSession> for Session {
+    fn from(row: db::queries::sessions::LiveSession) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            device_info: row.device_info,
+            ip_address: row.ip_address,
+            user_agent: row.user_agent,
+            last_active_at: row.last_active_at,
+            expires_at: row.expires_at,
+            created_at: row.created_at,
+        }
+    }
+}
+
 impl From<db::queries::sessions::SessionOutcome> for Session {
     fn from(row: db::queries::sessions::SessionOutcome) -> Self {
         Self {

@@ -125,6 +125,52 @@ impl<'a> From<AuthUserSessionBorrowed<'a>> for AuthUserSession {
     }
 }
 #[derive(Debug, Clone, PartialEq)]
+pub struct LiveSession {
+    pub id: uuid::Uuid,
+    pub user_id: uuid::Uuid,
+    pub device_info: Option<String>,
+    pub ip_address: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+    pub last_active_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+pub struct LiveSessionBorrowed<'a> {
+    pub id: uuid::Uuid,
+    pub user_id: uuid::Uuid,
+    pub device_info: Option<&'a str>,
+    pub ip_address: Option<std::net::IpAddr>,
+    pub user_agent: Option<&'a str>,
+    pub last_active_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+impl<'a> From<LiveSessionBorrowed<'a>> for LiveSession {
+    fn from(
+        LiveSessionBorrowed {
+            id,
+            user_id,
+            device_info,
+            ip_address,
+            user_agent,
+            last_active_at,
+            expires_at,
+            created_at,
+        }: LiveSessionBorrowed<'a>,
+    ) -> Self {
+        Self {
+            id,
+            user_id,
+            device_info: device_info.map(|v| v.into()),
+            ip_address,
+            user_agent: user_agent.map(|v| v.into()),
+            last_active_at,
+            expires_at,
+            created_at,
+        }
+    }
+}
+#[derive(Debug, Clone, PartialEq)]
 pub struct UserDevice {
     pub id: uuid::Uuid,
     pub device_info: Option<String>,
@@ -263,6 +309,73 @@ where
         mapper: fn(AuthUserSessionBorrowed) -> R,
     ) -> AuthUserSessionQuery<'c, 'a, 's, C, R, N> {
         AuthUserSessionQuery {
+            client: self.client,
+            params: self.params,
+            query: self.query,
+            cached: self.cached,
+            extractor: self.extractor,
+            mapper,
+        }
+    }
+    pub async fn one(self) -> Result<T, tokio_postgres::Error> {
+        let row =
+            crate::client::async_::one(self.client, self.query, &self.params, self.cached).await?;
+        Ok((self.mapper)((self.extractor)(&row)?))
+    }
+    pub async fn all(self) -> Result<Vec<T>, tokio_postgres::Error> {
+        self.iter().await?.try_collect().await
+    }
+    pub async fn opt(self) -> Result<Option<T>, tokio_postgres::Error> {
+        let opt_row =
+            crate::client::async_::opt(self.client, self.query, &self.params, self.cached).await?;
+        Ok(opt_row
+            .map(|row| {
+                let extracted = (self.extractor)(&row)?;
+                Ok((self.mapper)(extracted))
+            })
+            .transpose()?)
+    }
+    pub async fn iter(
+        self,
+    ) -> Result<
+        impl futures::Stream<Item = Result<T, tokio_postgres::Error>> + 'c,
+        tokio_postgres::Error,
+    > {
+        let stream = crate::client::async_::raw(
+            self.client,
+            self.query,
+            crate::slice_iter(&self.params),
+            self.cached,
+        )
+        .await?;
+        let mapped = stream
+            .map(move |res| {
+                res.and_then(|row| {
+                    let extracted = (self.extractor)(&row)?;
+                    Ok((self.mapper)(extracted))
+                })
+            })
+            .into_stream();
+        Ok(mapped)
+    }
+}
+pub struct LiveSessionQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
+    client: &'c C,
+    params: [&'a (dyn postgres_types::ToSql + Sync); N],
+    query: &'static str,
+    cached: Option<&'s tokio_postgres::Statement>,
+    extractor: fn(&tokio_postgres::Row) -> Result<LiveSessionBorrowed, tokio_postgres::Error>,
+    mapper: fn(LiveSessionBorrowed) -> T,
+}
+impl<'c, 'a, 's, C, T: 'c, const N: usize> LiveSessionQuery<'c, 'a, 's, C, T, N>
+where
+    C: GenericClient,
+{
+    pub fn map<R>(
+        self,
+        mapper: fn(LiveSessionBorrowed) -> R,
+    ) -> LiveSessionQuery<'c, 'a, 's, C, R, N> {
+        LiveSessionQuery {
             client: self.client,
             params: self.params,
             query: self.query,
@@ -814,10 +927,11 @@ impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql, T
 }
 pub struct GetSessionByTokenHashStmt(&'static str, Option<tokio_postgres::Statement>);
 /// Finds the live session holding this refresh token hash: not revoked, `expires_at > now()`,
-/// and (with `idle_seconds`) active within that many seconds.
+/// and (with `idle_seconds`) active within that many seconds. The hot path: returns only what
+/// the caller uses (no hash, no revocation columns, which are NULL for a live session).
 pub fn get_session_by_token_hash() -> GetSessionByTokenHashStmt {
     GetSessionByTokenHashStmt(
-        "SELECT id, user_id, refresh_token_hash, device_info, ip_address, user_agent, last_active_at, expires_at, created_at, revoked_at, revoked_reason, rotated_at FROM auth.user_sessions WHERE refresh_token_hash = $1 AND expires_at > now() AND revoked_at IS NULL AND (last_active_at > now() - make_interval(secs => $2::bigint)) IS NOT FALSE",
+        "SELECT id, user_id, device_info, ip_address, user_agent, last_active_at, expires_at, created_at FROM auth.user_sessions WHERE refresh_token_hash = $1 AND expires_at > now() AND revoked_at IS NULL AND (last_active_at > now() - make_interval(secs => $2::bigint)) IS NOT FALSE",
         None,
     )
 }
@@ -834,31 +948,26 @@ impl GetSessionByTokenHashStmt {
         client: &'c C,
         refresh_token_hash: &'a T1,
         idle_seconds: &'a Option<i64>,
-    ) -> AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 2> {
-        AuthUserSessionQuery {
+    ) -> LiveSessionQuery<'c, 'a, 's, C, LiveSession, 2> {
+        LiveSessionQuery {
             client,
             params: [refresh_token_hash, idle_seconds],
             query: self.0,
             cached: self.1.as_ref(),
-            extractor: |
-                row: &tokio_postgres::Row,
-            | -> Result<AuthUserSessionBorrowed, tokio_postgres::Error> {
-                Ok(AuthUserSessionBorrowed {
-                    id: row.try_get(0)?,
-                    user_id: row.try_get(1)?,
-                    refresh_token_hash: row.try_get(2)?,
-                    device_info: row.try_get(3)?,
-                    ip_address: row.try_get(4)?,
-                    user_agent: row.try_get(5)?,
-                    last_active_at: row.try_get(6)?,
-                    expires_at: row.try_get(7)?,
-                    created_at: row.try_get(8)?,
-                    revoked_at: row.try_get(9)?,
-                    revoked_reason: row.try_get(10)?,
-                    rotated_at: row.try_get(11)?,
-                })
-            },
-            mapper: |it| AuthUserSession::from(it),
+            extractor:
+                |row: &tokio_postgres::Row| -> Result<LiveSessionBorrowed, tokio_postgres::Error> {
+                    Ok(LiveSessionBorrowed {
+                        id: row.try_get(0)?,
+                        user_id: row.try_get(1)?,
+                        device_info: row.try_get(2)?,
+                        ip_address: row.try_get(3)?,
+                        user_agent: row.try_get(4)?,
+                        last_active_at: row.try_get(5)?,
+                        expires_at: row.try_get(6)?,
+                        created_at: row.try_get(7)?,
+                    })
+                },
+            mapper: |it| LiveSession::from(it),
         }
     }
 }
@@ -868,7 +977,7 @@ impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql>
         'a,
         's,
         GetSessionByTokenHashParams<T1>,
-        AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 2>,
+        LiveSessionQuery<'c, 'a, 's, C, LiveSession, 2>,
         C,
     > for GetSessionByTokenHashStmt
 {
@@ -876,7 +985,7 @@ impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql>
         &'s self,
         client: &'c C,
         params: &'a GetSessionByTokenHashParams<T1>,
-    ) -> AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 2> {
+    ) -> LiveSessionQuery<'c, 'a, 's, C, LiveSession, 2> {
         self.bind(client, &params.refresh_token_hash, &params.idle_seconds)
     }
 }
