@@ -63,7 +63,9 @@ impl SessionRepo {
     /// detached and closed, and the server is asked to cancel the statement, which then rolls
     /// back unless it had already committed. Each call is one statement, so either way
     /// nothing is left half done and no transaction stays open.
-    async fn with_client<T>(
+    ///
+    /// It also records on the caller's span how many rows the call returned or changed.
+    async fn with_client<T: Affected>(
         &self,
         op: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, Error>,
     ) -> Result<T, Error> {
@@ -76,6 +78,9 @@ impl SessionRepo {
         };
         let result = op(client).await;
         checkout.complete = true;
+        if let Ok(value) = &result {
+            tracing::Span::current().record("rows", value.rows());
+        }
         result
     }
 
@@ -129,27 +134,25 @@ impl SessionRepo {
         hash: &TokenHash,
         ttl_seconds: i64,
     ) -> Result<Session, Error> {
-        let result = self
-            .with_client(async |client| {
-                let row = q::create_session()
-                    .bind(
-                        client,
-                        &new.user_id,
-                        &hash.as_str(),
-                        &new.device_info.as_deref(),
-                        &new.ip_address,
-                        &new.user_agent.as_deref(),
-                        &ttl_seconds,
-                        &self.policy.idle_seconds(),
-                        &self.policy.cap(),
-                        &(self.policy.at_cap == CapPolicy::EvictLeastRecentlyActive),
-                    )
-                    .one()
-                    .await?;
-                Ok(row.into())
-            })
-            .await;
-        traced(result)
+        self.with_client(async |client| {
+            let row = q::create_session()
+                .bind(
+                    client,
+                    &new.user_id,
+                    &hash.as_str(),
+                    &new.device_info.as_deref(),
+                    &new.ip_address,
+                    &new.user_agent.as_deref(),
+                    &ttl_seconds,
+                    &self.policy.idle_seconds(),
+                    &self.policy.cap(),
+                    &(self.policy.at_cap == CapPolicy::EvictLeastRecentlyActive),
+                )
+                .one()
+                .await?;
+            Ok(row.into())
+        })
+        .await
     }
 
     /// Finds the unexpired session of a refresh token presented by a device.
@@ -173,16 +176,14 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn find_by_token_hash(&self, hash: &TokenHash) -> Result<Option<Session>, Error> {
-        let result = self
-            .with_client(async |client| {
-                let row = q::get_session_by_token_hash()
-                    .bind(client, &hash.as_str(), &self.policy.idle_seconds())
-                    .opt()
-                    .await?;
-                Ok(row.map(Session::from))
-            })
-            .await;
-        traced(result)
+        self.with_client(async |client| {
+            let row = q::get_session_by_token_hash()
+                .bind(client, &hash.as_str(), &self.policy.idle_seconds())
+                .opt()
+                .await?;
+            Ok(row.map(Session::from))
+        })
+        .await
     }
 
     /// Lists a user's live sessions, most recently active first, without token hashes or
@@ -193,16 +194,14 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn list_devices(&self, user_id: Uuid) -> Result<Vec<Device>, Error> {
-        let result = self
-            .with_client(async |client| {
-                let rows = q::get_user_sessions()
-                    .bind(client, &user_id, &self.policy.idle_seconds())
-                    .all()
-                    .await?;
-                Ok(rows.into_iter().map(Device::from).collect())
-            })
-            .await;
-        traced(result)
+        self.with_client(async |client| {
+            let rows = q::get_user_sessions()
+                .bind(client, &user_id, &self.policy.idle_seconds())
+                .all()
+                .await?;
+            Ok(rows.into_iter().map(Device::from).collect())
+        })
+        .await
     }
 
     /// Records activity on a live session. Writes only when the stored `last_active_at` is at
@@ -219,25 +218,23 @@ impl SessionRepo {
         session_id: Uuid,
         ip_address: Option<IpAddr>,
     ) -> Result<Option<Activity>, Error> {
-        let result = self
-            .with_client(async |client| {
-                let row = q::update_session_activity()
-                    .bind(
-                        client,
-                        &session_id,
-                        &self.policy.idle_seconds(),
-                        &ip_address,
-                        &self.policy.activity_seconds(),
-                    )
-                    .opt()
-                    .await?;
-                Ok(row.map(|row| Activity {
-                    last_active_at: row.last_active_at,
-                    written: row.written,
-                }))
-            })
-            .await;
-        traced(result)
+        self.with_client(async |client| {
+            let row = q::update_session_activity()
+                .bind(
+                    client,
+                    &session_id,
+                    &self.policy.idle_seconds(),
+                    &ip_address,
+                    &self.policy.activity_seconds(),
+                )
+                .opt()
+                .await?;
+            Ok(row.map(|row| Activity {
+                last_active_at: row.last_active_at,
+                written: row.written,
+            }))
+        })
+        .await
     }
 
     /// Revokes one session, only if it belongs to `user_id`. Returns whether a session was
@@ -249,16 +246,14 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke(&self, session_id: Uuid, user_id: Uuid) -> Result<bool, Error> {
-        let result = self
-            .with_client(async |client| {
-                let revoked = q::revoke_session()
-                    .bind(client, &session_id, &user_id)
-                    .opt()
-                    .await?;
-                Ok(revoked.is_some())
-            })
-            .await;
-        traced(result)
+        self.with_client(async |client| {
+            let revoked = q::revoke_session()
+                .bind(client, &session_id, &user_id)
+                .opt()
+                .await?;
+            Ok(revoked.is_some())
+        })
+        .await
     }
 
     /// Revokes every session of `user_id` except `current_session_id` ("log out my other
@@ -273,16 +268,14 @@ impl SessionRepo {
         user_id: Uuid,
         current_session_id: Uuid,
     ) -> Result<u64, Error> {
-        let result = self
-            .with_client(async |client| {
-                let revoked = q::revoke_all_sessions_except_current()
-                    .bind(client, &user_id, &current_session_id)
-                    .one()
-                    .await?;
-                Ok(count(revoked))
-            })
-            .await;
-        traced(result)
+        self.with_client(async |client| {
+            let revoked = q::revoke_all_sessions_except_current()
+                .bind(client, &user_id, &current_session_id)
+                .one()
+                .await?;
+            Ok(count(revoked))
+        })
+        .await
     }
 
     /// Revokes every session of `user_id` ("log out everywhere"). Returns how many were
@@ -293,16 +286,14 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke_all(&self, user_id: Uuid) -> Result<u64, Error> {
-        let result = self
-            .with_client(async |client| {
-                let revoked = q::revoke_all_user_sessions()
-                    .bind(client, &user_id)
-                    .one()
-                    .await?;
-                Ok(count(revoked))
-            })
-            .await;
-        traced(result)
+        self.with_client(async |client| {
+            let revoked = q::revoke_all_user_sessions()
+                .bind(client, &user_id)
+                .one()
+                .await?;
+            Ok(count(revoked))
+        })
+        .await
     }
 
     /// Deletes every session past its absolute expiry or idle for longer than the idle timeout
@@ -313,16 +304,14 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn delete_expired(&self) -> Result<u64, Error> {
-        let result = self
-            .with_client(async |client| {
-                let deleted = q::delete_expired_sessions()
-                    .bind(client, &self.policy.idle_seconds())
-                    .one()
-                    .await?;
-                Ok(count(deleted))
-            })
-            .await;
-        traced(result)
+        self.with_client(async |client| {
+            let deleted = q::delete_expired_sessions()
+                .bind(client, &self.policy.idle_seconds())
+                .one()
+                .await?;
+            Ok(count(deleted))
+        })
+        .await
     }
 
     /// Deletes at most `limit` dead sessions in one bounded batch: first those past their
@@ -343,25 +332,23 @@ impl SessionRepo {
                 problem: crate::InputProblem::OutOfRange,
             });
         }
-        let result = self
-            .with_client(async |client| {
-                let limit = i64::from(limit);
-                let mut deleted = q::delete_expired_sessions_batch()
-                    .bind(client, &limit)
+        self.with_client(async |client| {
+            let limit = i64::from(limit);
+            let mut deleted = q::delete_expired_sessions_batch()
+                .bind(client, &limit)
+                .one()
+                .await?;
+            if let Some(idle) = self.policy.idle_seconds()
+                && deleted < limit
+            {
+                deleted += q::delete_idle_sessions_batch()
+                    .bind(client, &idle, &(limit - deleted))
                     .one()
                     .await?;
-                if let Some(idle) = self.policy.idle_seconds()
-                    && deleted < limit
-                {
-                    deleted += q::delete_idle_sessions_batch()
-                        .bind(client, &idle, &(limit - deleted))
-                        .one()
-                        .await?;
-                }
-                Ok(count(deleted))
-            })
-            .await;
-        traced(result)
+            }
+            Ok(count(deleted))
+        })
+        .await
     }
 
     /// Counts for operators: sessions by state, users, the largest per-user count, sizes.
@@ -371,25 +358,23 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn stats(&self) -> Result<SessionStats, Error> {
-        let result = self
-            .with_client(async |client| {
-                let row = q::session_stats()
-                    .bind(client, &self.policy.idle_seconds())
-                    .one()
-                    .await?;
-                Ok(SessionStats {
-                    total: count(row.total),
-                    live: count(row.live),
-                    expired: count(row.expired),
-                    revoked: count(row.revoked),
-                    users: count(row.users),
-                    max_live_per_user: count(row.max_live_per_user),
-                    table_bytes: count(row.table_bytes),
-                    index_bytes: count(row.index_bytes),
-                })
+        self.with_client(async |client| {
+            let row = q::session_stats()
+                .bind(client, &self.policy.idle_seconds())
+                .one()
+                .await?;
+            Ok(SessionStats {
+                total: count(row.total),
+                live: count(row.live),
+                expired: count(row.expired),
+                revoked: count(row.revoked),
+                users: count(row.users),
+                max_live_per_user: count(row.max_live_per_user),
+                table_bytes: count(row.table_bytes),
+                index_bytes: count(row.index_bytes),
             })
-            .await;
-        traced(result)
+        })
+        .await
     }
 
     /// Counts a user's live sessions.
@@ -399,16 +384,14 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn count_live(&self, user_id: Uuid) -> Result<u64, Error> {
-        let result = self
-            .with_client(async |client| {
-                let live = q::count_user_sessions()
-                    .bind(client, &user_id, &self.policy.idle_seconds())
-                    .one()
-                    .await?;
-                Ok(count(live))
-            })
-            .await;
-        traced(result)
+        self.with_client(async |client| {
+            let live = q::count_user_sessions()
+                .bind(client, &user_id, &self.policy.idle_seconds())
+                .one()
+                .await?;
+            Ok(count(live))
+        })
+        .await
     }
 
     /// Classifies a token presented by a device, changing nothing: valid (with the session),
@@ -421,35 +404,33 @@ impl SessionRepo {
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn validate(&self, presented: &str) -> Result<Validation, Error> {
         let token = RefreshToken::parse(presented)?;
-        let result = self
-            .with_client(async |client| {
-                let row = q::validate_session()
-                    .bind(
-                        client,
-                        &token.hash().as_str(),
-                        &self.policy.idle_seconds(),
-                        &self.policy.grace_seconds(),
-                    )
-                    .opt()
-                    .await?;
-                let Some(row) = row else {
-                    return Ok(Validation::Unknown);
-                };
-                Ok(
-                    match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
-                        State::Live => Validation::Valid(row.into()),
-                        State::Expired => Validation::Expired,
-                        State::IdleTimedOut => Validation::IdleTimedOut,
-                        State::Revoked(reason) => Validation::Revoked(reason),
-                        State::TokenReused => Validation::TokenReused {
-                            session_id: row.id,
-                            user_id: row.user_id,
-                        },
-                    },
+        self.with_client(async |client| {
+            let row = q::validate_session()
+                .bind(
+                    client,
+                    &token.hash().as_str(),
+                    &self.policy.idle_seconds(),
+                    &self.policy.grace_seconds(),
                 )
-            })
-            .await;
-        traced(result)
+                .opt()
+                .await?;
+            let Some(row) = row else {
+                return Ok(Validation::Unknown);
+            };
+            Ok(
+                match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
+                    State::Live => Validation::Valid(row.into()),
+                    State::Expired => Validation::Expired,
+                    State::IdleTimedOut => Validation::IdleTimedOut,
+                    State::Revoked(reason) => Validation::Revoked(reason),
+                    State::TokenReused => Validation::TokenReused {
+                        session_id: row.id,
+                        user_id: row.user_id,
+                    },
+                },
+            )
+        })
+        .await
     }
 
     /// Rotates a presented refresh token in one atomic statement: the session's stored hash
@@ -469,43 +450,41 @@ impl SessionRepo {
     pub async fn rotate(&self, presented: &str) -> Result<Rotation, Error> {
         let token = RefreshToken::parse(presented)?;
         let successor = self.rotation_key()?.successor(&token);
-        let result = self
-            .with_client(async |client| {
-                let row = q::rotate_session()
-                    .bind(
-                        client,
-                        &token.hash().as_str(),
-                        &successor.hash().as_str(),
-                        &self.policy.idle_seconds(),
-                        &self.policy.grace_seconds(),
-                    )
-                    .opt()
-                    .await?;
-                let Some(row) = row else {
-                    return Ok(Rotation::Unknown);
-                };
-                Ok(
-                    match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
-                        State::Live => Rotation::Rotated {
-                            session: row.into(),
-                            token: successor,
-                        },
-                        State::Expired => Rotation::Expired,
-                        State::IdleTimedOut => Rotation::IdleTimedOut,
-                        State::Revoked(reason) => Rotation::Revoked(reason),
-                        State::TokenReused => {
-                            tracing::warn!(session_id = %row.id, user_id = %row.user_id,
-                        "refresh token reused after rotation: session revoked");
-                            Rotation::TokenReused {
-                                session_id: row.id,
-                                user_id: row.user_id,
-                            }
-                        }
-                    },
+        self.with_client(async |client| {
+            let row = q::rotate_session()
+                .bind(
+                    client,
+                    &token.hash().as_str(),
+                    &successor.hash().as_str(),
+                    &self.policy.idle_seconds(),
+                    &self.policy.grace_seconds(),
                 )
-            })
-            .await;
-        traced(result)
+                .opt()
+                .await?;
+            let Some(row) = row else {
+                return Ok(Rotation::Unknown);
+            };
+            Ok(
+                match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
+                    State::Live => Rotation::Rotated {
+                        session: row.into(),
+                        token: successor,
+                    },
+                    State::Expired => Rotation::Expired,
+                    State::IdleTimedOut => Rotation::IdleTimedOut,
+                    State::Revoked(reason) => Rotation::Revoked(reason),
+                    State::TokenReused => {
+                        tracing::warn!(session_id = %row.id, user_id = %row.user_id,
+                        "refresh token reused after rotation: session revoked");
+                        Rotation::TokenReused {
+                            session_id: row.id,
+                            user_id: row.user_id,
+                        }
+                    }
+                },
+            )
+        })
+        .await
     }
 
     fn rotation_key(&self) -> Result<&RotationKey, Error> {
@@ -551,15 +530,6 @@ impl Drop for Checkout {
             "repository call abandoned mid-flight: connection closed, statement canceled"
         );
     }
-}
-
-/// Records how many rows a call returned or changed on the current span, and passes the
-/// result on.
-fn traced<T: Affected>(result: Result<T, Error>) -> Result<T, Error> {
-    if let Ok(value) = &result {
-        tracing::Span::current().record("rows", value.rows());
-    }
-    result
 }
 
 /// The rows a repository call returned or changed, for its span.
