@@ -51,6 +51,7 @@ struct Args {
     cleanup_batch: u32,
     cleanup_pause_ms: u64,
     only_cleanup: bool,
+    only_lookups: bool,
 }
 
 fn args() -> Args {
@@ -61,6 +62,7 @@ fn args() -> Args {
         cleanup_batch: 1000,
         cleanup_pause_ms: 50,
         only_cleanup: false,
+        only_lookups: false,
     };
     let mut it = std::env::args().skip(1);
     fn value<T: FromStr>(it: &mut impl Iterator<Item = String>, flag: &str) -> T {
@@ -81,6 +83,7 @@ fn args() -> Args {
             "--cleanup-batch" => args.cleanup_batch = value(&mut it, "--cleanup-batch"),
             "--cleanup-pause-ms" => args.cleanup_pause_ms = value(&mut it, "--cleanup-pause-ms"),
             "--only-cleanup" => args.only_cleanup = true,
+            "--only-lookups" => args.only_lookups = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -311,6 +314,9 @@ async fn setup(args: &Args) -> Result<(Config, Client), BoxError> {
 
 async fn run(args: Args) -> Result<(), BoxError> {
     let (config, client) = setup(&args).await?;
+    if args.only_lookups {
+        return lookups(&args, &config).await;
+    }
     if !args.only_cleanup {
         lookups(&args, &config).await?;
         operations(&args, &config, &client).await?;
@@ -378,7 +384,7 @@ async fn lookups(args: &Args, config: &Config) -> Result<(), BoxError> {
         for _ in 0..concurrency {
             states.push(hand(config, &sql).await?);
         }
-        let handwritten = (states, move |h: Arc<Hand>, seed| async move {
+        let handwritten_calls = (states, move |h: Arc<Hand>, seed| async move {
             let hash = format!("{:064x}", 1 + seed % n);
             let row = h
                 .client
@@ -402,8 +408,34 @@ async fn lookups(args: &Args, config: &Config) -> Result<(), BoxError> {
                 assert!(found.is_some());
             },
         );
-        let (handwritten, ours) = compare(args.seconds, handwritten, ours).await;
+        let (handwritten, ours) = compare(args.seconds, handwritten_calls.clone(), ours).await;
         repo.pool().close();
+
+        // Where the difference lies: hand-written calls over the same kind of pool.
+        let pool = build_pool_with_config(
+            config.clone(),
+            &PoolSettings::default().max_size(concurrency),
+        )?;
+        let pooled_sql: Arc<str> = Arc::from(sql.as_str());
+        let pooled = (
+            vec![pool.clone(); concurrency],
+            move |pool: deadpool_postgres::Pool, seed| {
+                let sql = pooled_sql.clone();
+                async move {
+                    let hash = format!("{:064x}", 1 + seed % n);
+                    let client = pool.get().await.expect("pooled connection");
+                    let statement = client.prepare_cached(&sql).await.expect("prepare");
+                    let row = client
+                        .query_opt(&statement, &[&hash, &Some(IDLE_SECONDS)])
+                        .await
+                        .expect("lookup")
+                        .expect("found");
+                    std::hint::black_box(HandSession::from_row(&row));
+                }
+            },
+        );
+        let (_, pooled) = compare(args.seconds / 2.0, handwritten_calls, pooled).await;
+        pool.close();
 
         let pgbench = pgbench(config, &sql, n, concurrency, args.seconds).await?;
         println!(
@@ -431,8 +463,20 @@ async fn lookups(args: &Args, config: &Config) -> Result<(), BoxError> {
             )
         );
         println!(
+            "{}",
+            row(
+                &format!("{concurrency} | hand-written over a deadpool pool (prepare_cached)"),
+                &pooled,
+                Some(&pgbench)
+            )
+        );
+        println!(
             "| {concurrency} | **SessionRepo / hand-written** | | | | **{:.2}** (target >= 0.95) |",
             ours.throughput() / handwritten.throughput()
+        );
+        println!(
+            "| {concurrency} | SessionRepo / hand-written over the pool | | | | {:.2} |",
+            ours.throughput() / pooled.throughput()
         );
         println!(
             "| {concurrency} | **SessionRepo / pgbench** | | | | **{:.2}** (target >= 0.80) |",
