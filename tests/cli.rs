@@ -25,22 +25,10 @@ fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// An empty database (not cloned from the migrated template), dropped at the end.
-async fn empty_db(tag: &str) -> (String, String) {
-    let name = format!("auth_sessions_test_{}_{tag}", std::process::id());
-    common::admin()
-        .await
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let template = TestDb::new().await; // Only to derive a URL of the same server.
-    let url = template.url().replace(&template.name, &name);
-    (name, url)
-}
-
 #[tokio::test]
 async fn migrate_reports_what_it_applied_and_status_lists_pending() {
-    let (name, url) = empty_db("cli_migrate").await;
+    let db = common::EmptyDb::new("cli_migrate").await;
+    let url = db.url();
     let run = |args: &[&str]| {
         let mut cmd = Command::cargo_bin("auth-sessions").unwrap();
         cmd.env_remove("DATABASE_URL")
@@ -72,11 +60,7 @@ async fn migrate_reports_what_it_applied_and_status_lists_pending() {
     assert_eq!(status.matches("applied 20").count(), 3, "{status}");
     assert!(!status.contains("pending"));
 
-    common::admin()
-        .await
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    db.drop_now().await;
 }
 
 #[tokio::test]

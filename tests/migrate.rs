@@ -3,39 +3,8 @@
 
 mod common;
 
-use auth_sessions::{Error, MIGRATIONS, PoolSettings, build_pool_with_config, migrate};
-use common::admin;
-
-/// An empty database of its own (not cloned from the migrated template).
-struct EmptyDb(String);
-
-impl EmptyDb {
-    async fn new(tag: &str) -> Self {
-        let name = format!("auth_sessions_test_{}_{tag}", std::process::id());
-        admin()
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        Self(name)
-    }
-
-    fn pool(&self) -> auth_sessions::deadpool_postgres::Pool {
-        build_pool_with_config(
-            common::server_config().dbname(&self.0).clone(),
-            &PoolSettings::default(),
-        )
-        .unwrap()
-    }
-
-    async fn drop_now(self) {
-        admin()
-            .await
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.0))
-            .await
-            .unwrap();
-    }
-}
+use auth_sessions::{Error, MIGRATIONS, migrate};
+use common::EmptyDb;
 
 #[tokio::test]
 async fn migrating_twice_applies_once() {

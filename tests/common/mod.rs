@@ -86,16 +86,7 @@ impl TestDb {
 
     /// A URL for this test's database: `DATABASE_URL` with the database name replaced.
     pub fn url(&self) -> String {
-        let url = database_url();
-        let (base, query) = match url.split_once('?') {
-            Some((base, query)) => (base, format!("?{query}")),
-            None => (url.as_str(), String::new()),
-        };
-        let authority_start = base.find("://").map_or(0, |i| i + 3);
-        let authority_end = base[authority_start..]
-            .find('/')
-            .map_or(base.len(), |i| authority_start + i);
-        format!("{}/{}{query}", &base[..authority_end], self.name)
+        url_for(&self.name)
     }
 
     /// A plain connection to this test's database, outside the pool.
@@ -246,5 +237,57 @@ async fn sweep(admin: &Client, current_template: &str) {
                     .expect("sweep leftover database");
             }
         }
+    }
+}
+
+/// `DATABASE_URL` with the database name replaced by `name`.
+pub fn url_for(name: &str) -> String {
+    let url = database_url();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url.as_str(), String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    format!("{}/{name}{query}", &base[..authority_end])
+}
+
+/// An empty database of its own (not cloned from the migrated template), for tests of the
+/// migrations themselves. Drop it with [`EmptyDb::drop_now`].
+pub struct EmptyDb {
+    pub name: String,
+}
+
+impl EmptyDb {
+    pub async fn new(tag: &str) -> Self {
+        let name = format!("{TEST_DB_PREFIX}{}_{tag}", std::process::id());
+        admin()
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create empty database");
+        Self { name }
+    }
+
+    pub fn url(&self) -> String {
+        url_for(&self.name)
+    }
+
+    pub fn pool(&self) -> Pool {
+        build_pool_with_config(
+            server_config().dbname(&self.name).clone(),
+            &PoolSettings::default(),
+        )
+        .expect("build pool")
+    }
+
+    pub async fn drop_now(self) {
+        admin()
+            .await
+            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .await
+            .expect("drop empty database");
     }
 }
