@@ -175,50 +175,27 @@ fn check_text(field: &'static str, text: Option<&str>, max_chars: usize) -> Resu
     Ok(())
 }
 
-impl From<db::queries::sessions::AuthUserSession> for Session {
-    fn from(row: db::queries::sessions::AuthUserSession) -> Self {
-        Self {
-            id: row.id,
-            user_id: row.user_id,
-            device_info: row.device_info,
-            ip_address: row.ip_address,
-            user_agent: row.user_agent,
-            last_active_at: row.last_active_at,
-            expires_at: row.expires_at,
-            created_at: row.created_at,
+/// `From<row> for Session` for the generated row types that carry a session's fields.
+macro_rules! session_from_row {
+    ($($row:ident),+) => {$(
+        impl From<db::queries::sessions::$row> for Session {
+            fn from(row: db::queries::sessions::$row) -> Self {
+                Self {
+                    id: row.id,
+                    user_id: row.user_id,
+                    device_info: row.device_info,
+                    ip_address: row.ip_address,
+                    user_agent: row.user_agent,
+                    last_active_at: row.last_active_at,
+                    expires_at: row.expires_at,
+                    created_at: row.created_at,
+                }
+            }
         }
-    }
+    )+};
 }
 
-impl From<db::queries::sessions::LiveSession> for Session {
-    fn from(row: db::queries::sessions::LiveSession) -> Self {
-        Self {
-            id: row.id,
-            user_id: row.user_id,
-            device_info: row.device_info,
-            ip_address: row.ip_address,
-            user_agent: row.user_agent,
-            last_active_at: row.last_active_at,
-            expires_at: row.expires_at,
-            created_at: row.created_at,
-        }
-    }
-}
-
-impl From<db::queries::sessions::SessionOutcome> for Session {
-    fn from(row: db::queries::sessions::SessionOutcome) -> Self {
-        Self {
-            id: row.id,
-            user_id: row.user_id,
-            device_info: row.device_info,
-            ip_address: row.ip_address,
-            user_agent: row.user_agent,
-            last_active_at: row.last_active_at,
-            expires_at: row.expires_at,
-            created_at: row.created_at,
-        }
-    }
-}
+session_from_row!(AuthUserSession, LiveSession, SessionOutcome);
 
 impl From<db::queries::sessions::UserDevice> for Device {
     fn from(row: db::queries::sessions::UserDevice) -> Self {

@@ -64,7 +64,9 @@ pub fn record(root: &Path) -> io::Result<()> {
     fs::write(root.join(LOCK_FILE), text)
 }
 
-fn files_under(root: &Path, dir: &Path, extension: Option<&str>) -> io::Result<Vec<PathBuf>> {
+/// Every file under `root/dir` (recursively), as paths relative to `root`, sorted; only those
+/// ending in `.extension` when one is given. A missing directory has no files.
+pub fn files_under(root: &Path, dir: &Path, extension: Option<&str>) -> io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {

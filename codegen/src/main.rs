@@ -187,22 +187,9 @@ fn redact(url: &str) -> String {
 /// Every file under `dir`, by path relative to it.
 fn read_tree(dir: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, BoxError> {
     let mut files = BTreeMap::new();
-    let mut pending = vec![PathBuf::new()];
-    while let Some(relative) = pending.pop() {
-        let entries = match fs::read_dir(dir.join(&relative)) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(err) => return Err(err.into()),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let path = relative.join(entry.file_name());
-            if entry.file_type()?.is_dir() {
-                pending.push(path);
-            } else {
-                files.insert(path.clone(), fs::read(dir.join(&path))?);
-            }
-        }
+    for path in fingerprint::files_under(dir, Path::new(""), None)? {
+        let content = fs::read(dir.join(&path))?;
+        files.insert(path, content);
     }
     Ok(files)
 }
