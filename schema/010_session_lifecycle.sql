@@ -1,74 +1,62 @@
--- Session lifecycle: refresh-token rotation with reuse detection, revocation with a reason,
--- idle and absolute lifetimes, a per-user cap, and room for HOT activity updates.
+-- Session lifecycle: login within a per-user cap, refresh-token rotation with reuse
+-- detection, and the liveness rule every statement shares.
+--
+-- Rules that keep every function distributable (Citus) and every statement routable to one
+-- shard or partition: each statement filters `user_id = <argument>`; liveness is an IMMUTABLE
+-- function of scalar columns and an explicit time (no whole-row arguments, no STABLE calls
+-- with column arguments); no LANGUAGE sql function reads these tables.
 
--- Revocation keeps the row (a tombstone) until cleanup, so a revoked token is reported as
--- revoked rather than unknown. `rotated_at` is the time of the last rotation.
-ALTER TABLE auth.user_sessions
-    ADD COLUMN revoked_at     timestamptz,
-    ADD COLUMN revoked_reason text,
-    ADD COLUMN rotated_at     timestamptz,
-    ADD CONSTRAINT user_sessions_revoked_reason_check
-        CHECK ((revoked_at IS NULL) = (revoked_reason IS NULL)
-               AND revoked_reason IN ('user', 'token_reused', 'evicted'));
-
--- Leave free space in every page so that activity updates (which touch no indexed column)
--- stay on the same page: heap-only tuple (HOT) updates, with no index writes.
-ALTER TABLE auth.user_sessions SET (fillfactor = 80);
-
-COMMENT ON COLUMN auth.user_sessions.revoked_at IS
-    'When the session was revoked (database clock); NULL while it is usable.';
-COMMENT ON COLUMN auth.user_sessions.revoked_reason IS
-    'Why it was revoked: user (logout), token_reused (theft suspected) or evicted (per-user cap).';
-COMMENT ON COLUMN auth.user_sessions.rotated_at IS 'When the refresh token was last rotated.';
-
--- Every refresh token a session has replaced, so that presenting one again is recognised:
--- inside the grace window it yields the same successor, after it the session is revoked.
-CREATE TABLE auth.session_token_history (
-    token_hash     varchar(64) NOT NULL,
-    session_id     uuid        NOT NULL,
-    successor_hash varchar(64) NOT NULL,
-    replaced_at    timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT session_token_history_pkey PRIMARY KEY (token_hash),
-    CONSTRAINT session_token_history_session_id_fkey FOREIGN KEY (session_id)
-        REFERENCES auth.user_sessions (id) ON DELETE CASCADE,
-    CONSTRAINT session_token_history_token_hash_check
-        CHECK (token_hash ~ '^[0-9a-f]{64}$' AND successor_hash ~ '^[0-9a-f]{64}$')
-);
-
-CREATE INDEX session_token_history_session_id_idx
-    ON auth.session_token_history (session_id);
-
-COMMENT ON TABLE auth.session_token_history IS
-    'Refresh token hashes a session has rotated away from. Deleted with the session.';
-COMMENT ON COLUMN auth.session_token_history.token_hash IS 'SHA-256 hex of the replaced token.';
-COMMENT ON COLUMN auth.session_token_history.session_id IS 'The session that used the token.';
-COMMENT ON COLUMN auth.session_token_history.successor_hash IS
-    'SHA-256 hex of the token that replaced it.';
-COMMENT ON COLUMN auth.session_token_history.replaced_at IS 'When it was replaced (database clock).';
-
--- The state of a session on the database clock: live, revoked, expired or idle_timed_out.
--- `idle_seconds` NULL means no idle timeout.
-CREATE FUNCTION auth.session_state(s auth.user_sessions, idle_seconds bigint)
+-- The state of a session at time `p_at`: live, revoked, expired or idle_timed_out.
+-- `p_idle_seconds` NULL means no idle timeout.
+CREATE FUNCTION auth.session_state(
+    p_revoked_at timestamptz,
+    p_expires_at timestamptz,
+    p_last_active_at timestamptz,
+    p_idle_seconds bigint,
+    p_at timestamptz
+)
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT CASE
-        WHEN s.revoked_at IS NOT NULL THEN 'revoked'
-        WHEN s.expires_at <= now() THEN 'expired'
-        WHEN s.last_active_at <= now() - make_interval(secs => idle_seconds) THEN 'idle_timed_out'
+        WHEN p_revoked_at IS NOT NULL THEN 'revoked'
+        WHEN p_expires_at <= p_at THEN 'expired'
+        WHEN p_at - p_last_active_at >= make_interval(secs => p_idle_seconds) THEN 'idle_timed_out'
         ELSE 'live'
     END
 $$;
 
-COMMENT ON FUNCTION auth.session_state(auth.user_sessions, bigint) IS
-    'live, revoked, expired or idle_timed_out, on the database clock.';
+COMMENT ON FUNCTION auth.session_state(timestamptz, timestamptz, timestamptz, bigint, timestamptz) IS
+    'live, revoked, expired or idle_timed_out at the given time.';
 
--- Creates a session, holding the user's live sessions to `max_sessions` (NULL: no cap).
--- At the cap it revokes the least recently active sessions (`evict`) or raises a check
--- violation named user_sessions_per_user_cap. The user's row is locked first, so concurrent
--- logins of one user are counted one after another and the cap holds.
+-- Whether a session is live at time `p_at`: the same rule as session_state, as a predicate the
+-- planner inlines into WHERE clauses.
+CREATE FUNCTION auth.session_is_live(
+    p_revoked_at timestamptz,
+    p_expires_at timestamptz,
+    p_last_active_at timestamptz,
+    p_idle_seconds bigint,
+    p_at timestamptz
+)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT p_revoked_at IS NULL
+       AND p_expires_at > p_at
+       AND (p_at - p_last_active_at < make_interval(secs => p_idle_seconds)) IS NOT FALSE
+$$;
+
+COMMENT ON FUNCTION auth.session_is_live(timestamptz, timestamptz, timestamptz, bigint, timestamptz) IS
+    'True when session_state(...) would say live.';
+
+-- Creates a session, holding the user's live sessions to `p_max_sessions` (NULL: no cap).
+-- At the cap it revokes the least recently active sessions (`p_evict`) or raises SQLSTATE
+-- AS001. The user's row is locked first, so concurrent logins of one user are counted one
+-- after another and the cap holds.
 CREATE FUNCTION auth.create_session(
     p_user_id uuid,
+    p_id uuid,
+    p_generation integer,
     p_refresh_token_hash varchar,
     p_device_info text,
     p_ip_address inet,
@@ -78,142 +66,202 @@ CREATE FUNCTION auth.create_session(
     p_max_sessions integer,
     p_evict boolean
 )
-RETURNS SETOF auth.user_sessions
+RETURNS TABLE (
+    id uuid,
+    user_id uuid,
+    device_info text,
+    ip_address inet,
+    user_agent text,
+    last_active_at timestamptz,
+    expires_at timestamptz,
+    created_at timestamptz
+)
 LANGUAGE plpgsql
 AS $$
+#variable_conflict use_column
 DECLARE
-    live_count bigint;
+    v_now timestamptz := now();
+    v_live bigint;
 BEGIN
     IF p_max_sessions IS NOT NULL THEN
         -- No such user: nothing to lock, and the INSERT below reports the foreign key.
-        PERFORM 1 FROM auth.users WHERE id = p_user_id FOR NO KEY UPDATE;
-        SELECT count(*) INTO live_count
+        PERFORM 1 FROM auth.users u WHERE u.id = p_user_id FOR NO KEY UPDATE;
+        SELECT count(*) INTO v_live
         FROM auth.user_sessions s
-        WHERE s.user_id = p_user_id AND auth.session_state(s, p_idle_seconds) = 'live';
-        IF live_count >= p_max_sessions THEN
+        WHERE s.user_id = p_user_id
+          AND s.revoked_at IS NULL
+          AND auth.session_is_live(s.revoked_at, s.expires_at, s.last_active_at, p_idle_seconds, v_now);
+        IF v_live >= p_max_sessions THEN
             IF NOT p_evict THEN
                 RAISE EXCEPTION 'user has reached the session cap'
-                    USING ERRCODE = 'check_violation',
-                          CONSTRAINT = 'user_sessions_per_user_cap';
+                    USING ERRCODE = 'AS001';
             END IF;
-            UPDATE auth.user_sessions
-            SET revoked_at = now(), revoked_reason = 'evicted'
-            WHERE id IN (
-                SELECT s.id FROM auth.user_sessions s
-                WHERE s.user_id = p_user_id AND auth.session_state(s, p_idle_seconds) = 'live'
-                ORDER BY s.last_active_at, s.created_at, s.id
-                LIMIT live_count - p_max_sessions + 1
-            );
+            -- `revoked_at IS NULL` is checked again on the newest version of each row, so a
+            -- logout that commits while this waits for the row keeps its reason.
+            UPDATE auth.user_sessions s
+            SET revoked_at = v_now, revoked_reason = 'evicted'
+            WHERE s.user_id = p_user_id
+              AND s.revoked_at IS NULL
+              AND s.id IN (
+                  SELECT e.id FROM auth.user_sessions e
+                  WHERE e.user_id = p_user_id
+                    AND e.revoked_at IS NULL
+                    AND auth.session_is_live(e.revoked_at, e.expires_at, e.last_active_at,
+                                             p_idle_seconds, v_now)
+                  ORDER BY e.last_active_at, e.created_at, e.id
+                  LIMIT v_live - p_max_sessions + 1
+              );
         END IF;
     END IF;
     RETURN QUERY
-    INSERT INTO auth.user_sessions
-        (user_id, refresh_token_hash, device_info, ip_address, user_agent, expires_at)
+    INSERT INTO auth.user_sessions AS s
+        (user_id, id, generation, refresh_token_hash, device_info, ip_address, user_agent,
+         last_active_at, expires_at, created_at)
     VALUES
-        (p_user_id, p_refresh_token_hash, p_device_info, p_ip_address, p_user_agent,
-         now() + make_interval(secs => p_ttl_seconds))
-    RETURNING *;
+        (p_user_id, p_id, p_generation, p_refresh_token_hash, p_device_info, p_ip_address,
+         p_user_agent, v_now, v_now + make_interval(secs => p_ttl_seconds), v_now)
+    RETURNING s.id, s.user_id, s.device_info, s.ip_address, s.user_agent, s.last_active_at,
+              s.expires_at, s.created_at;
 END
 $$;
 
-COMMENT ON FUNCTION auth.create_session(uuid, varchar, text, inet, text, bigint, bigint, integer, boolean) IS
-    'Creates a session within the per-user cap (evicting or refusing at the cap).';
+COMMENT ON FUNCTION auth.create_session(uuid, uuid, integer, varchar, text, inet, text, bigint, bigint, integer, boolean) IS
+    'Creates a session within the per-user cap (evicting, or refusing with SQLSTATE AS001).';
 
--- Rotates a refresh token in one atomic step. The caller derives the successor token from the
--- presented one (HMAC under a server key), so every caller presenting the same token brings
--- the same successor hash. Outcomes:
---   rotated         the presented token was current (or was replaced by this same successor
---                   less than `p_grace_seconds` ago): the successor is now current;
---   token_reused    the presented token was replaced earlier, or by another successor: the
---                   session is revoked (RFC 9700, 4.14.2);
---   revoked, expired, idle_timed_out: the session cannot be used;
--- and no row when no session ever held the token (unknown).
--- Concurrent callers with the same token queue on the session's row lock; each statement of
--- this function takes a new snapshot, so the ones that wait see the first one's rotation.
+-- Rotates the refresh token of session (`p_user_id`, `p_id`) in one atomic step, with one
+-- row written (a HOT update: no indexed column changes) and no history kept. The caller
+-- derives the successor from the presented token (HMAC under a server key), so every caller
+-- presenting the same token brings the same successor. `outcome`:
+--   rotated         the presented token (generation `p_generation`) was current: the
+--                   successor is now current;
+--   grace           the successor is already current, made less than `p_grace_seconds` ago
+--                   (a concurrent or retried refresh): hand out the same successor;
+--   token_reused    the presented token is the parent of the current one, replaced longer
+--                   ago than the grace window: the session is revoked (RFC 9700, 4.14.2);
+--   stale           the presented token claims an older generation still: nothing changes,
+--                   and the current generation and hash are returned so that the caller can
+--                   prove by deriving forward that it is a true ancestor (then it revokes the
+--                   session with revoke_reused_session) or a forgery (unknown);
+--   revoked, expired, idle_timed_out: the presented token is the current one (or the parent)
+--                   but the session cannot be used;
+-- and no row when the session does not exist or the token is not one of its chain.
+-- `state` is the session's state after the call. Concurrent callers queue on the row lock;
+-- each statement of this function takes a new snapshot, so the ones that waited see the first
+-- one's rotation.
 CREATE FUNCTION auth.rotate_session(
+    p_user_id uuid,
+    p_id uuid,
+    p_generation integer,
     p_presented_hash varchar,
     p_successor_hash varchar,
     p_idle_seconds bigint,
     p_grace_seconds bigint
 )
-RETURNS TABLE (outcome text, session auth.user_sessions)
+RETURNS TABLE (
+    outcome text,
+    state text,
+    generation integer,
+    stale_hash varchar,
+    id uuid,
+    user_id uuid,
+    device_info text,
+    ip_address inet,
+    user_agent text,
+    last_active_at timestamptz,
+    expires_at timestamptz,
+    created_at timestamptz,
+    revoked_reason text
+)
 LANGUAGE plpgsql
 AS $$
+#variable_conflict use_column
 DECLARE
-    s auth.user_sessions;
-    h auth.session_token_history;
+    v_now timestamptz := now();
+    s record;
 BEGIN
     UPDATE auth.user_sessions u
-    SET refresh_token_hash = p_successor_hash, rotated_at = now(), last_active_at = now()
-    WHERE u.refresh_token_hash = p_presented_hash
-      AND auth.session_state(u, p_idle_seconds) = 'live'
-    RETURNING * INTO s;
+    SET refresh_token_hash = p_successor_hash,
+        generation = u.generation + 1,
+        rotated_at = v_now,
+        last_active_at = v_now
+    WHERE u.user_id = p_user_id
+      AND u.id = p_id
+      AND u.generation = p_generation
+      AND u.refresh_token_hash = p_presented_hash
+      AND auth.session_is_live(u.revoked_at, u.expires_at, u.last_active_at, p_idle_seconds, v_now)
+    RETURNING u.* INTO s;
     IF FOUND THEN
-        INSERT INTO auth.session_token_history (token_hash, session_id, successor_hash)
-        VALUES (p_presented_hash, s.id, p_successor_hash);
-        RETURN QUERY SELECT 'rotated'::text, s;
-        RETURN;
-    END IF;
-
-    SELECT * INTO s FROM auth.user_sessions u WHERE u.refresh_token_hash = p_presented_hash;
-    IF FOUND THEN
-        RETURN QUERY SELECT auth.session_state(s, p_idle_seconds), s;
-        RETURN;
-    END IF;
-
-    SELECT * INTO h FROM auth.session_token_history t WHERE t.token_hash = p_presented_hash;
-    IF NOT FOUND THEN
-        RETURN; -- unknown: no row
-    END IF;
-
-    SELECT * INTO s FROM auth.user_sessions u WHERE u.id = h.session_id FOR UPDATE;
-    IF auth.session_state(s, p_idle_seconds) <> 'live' THEN
-        RETURN QUERY SELECT auth.session_state(s, p_idle_seconds), s;
-    ELSIF h.successor_hash = p_successor_hash
-          AND s.refresh_token_hash = p_successor_hash
-          AND h.replaced_at > now() - make_interval(secs => p_grace_seconds) THEN
-        RETURN QUERY SELECT 'rotated'::text, s;
+        outcome := 'rotated';
     ELSE
-        UPDATE auth.user_sessions u
-        SET revoked_at = now(), revoked_reason = 'token_reused'
-        WHERE u.id = s.id
-        RETURNING * INTO s;
-        RETURN QUERY SELECT 'token_reused'::text, s;
+        SELECT u.* INTO s FROM auth.user_sessions u WHERE u.user_id = p_user_id AND u.id = p_id;
+        IF NOT FOUND THEN
+            RETURN; -- unknown session
+        END IF;
+        state := auth.session_state(s.revoked_at, s.expires_at, s.last_active_at,
+                                    p_idle_seconds, v_now);
+        IF s.generation = p_generation AND s.refresh_token_hash = p_presented_hash THEN
+            outcome := state;
+        ELSIF s.generation = p_generation + 1 AND s.refresh_token_hash = p_successor_hash THEN
+            IF state <> 'live' THEN
+                outcome := state;
+            ELSIF s.rotated_at > v_now - make_interval(secs => p_grace_seconds) THEN
+                outcome := 'grace';
+            ELSE
+                UPDATE auth.user_sessions u
+                SET revoked_at = v_now, revoked_reason = 'token_reused'
+                WHERE u.user_id = p_user_id AND u.id = p_id AND u.revoked_at IS NULL
+                RETURNING u.* INTO s;
+                outcome := 'token_reused';
+            END IF;
+        ELSIF s.generation > p_generation + 1 THEN
+            outcome := 'stale';
+            stale_hash := s.refresh_token_hash;
+        ELSE
+            RETURN; -- not a token of this session: forged, or from another rotation key
+        END IF;
     END IF;
+    state := auth.session_state(s.revoked_at, s.expires_at, s.last_active_at,
+                                p_idle_seconds, v_now);
+    generation := s.generation;
+    id := s.id;
+    user_id := s.user_id;
+    device_info := s.device_info;
+    ip_address := s.ip_address;
+    user_agent := s.user_agent;
+    last_active_at := s.last_active_at;
+    expires_at := s.expires_at;
+    created_at := s.created_at;
+    revoked_reason := s.revoked_reason;
+    RETURN NEXT;
 END
 $$;
 
-COMMENT ON FUNCTION auth.rotate_session(varchar, varchar, bigint, bigint) IS
+COMMENT ON FUNCTION auth.rotate_session(uuid, uuid, integer, varchar, varchar, bigint, bigint) IS
     'Rotates a refresh token atomically, with a grace window and reuse detection.';
 
--- Classifies a presented token without changing anything: the read-only counterpart of
--- rotate_session (a replaced token inside the grace window counts as live).
-CREATE FUNCTION auth.validate_session(
-    p_presented_hash varchar,
-    p_idle_seconds bigint,
-    p_grace_seconds bigint
-)
-RETURNS TABLE (outcome text, session auth.user_sessions)
-LANGUAGE sql STABLE
+-- Sizes of the session table and its indexes in bytes, whatever its layout: distributed by
+-- Citus (summed over shards), hash-partitioned (summed over partitions) or a plain table.
+CREATE FUNCTION auth.session_storage(OUT table_bytes bigint, OUT index_bytes bigint)
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT auth.session_state(s, p_idle_seconds), s
-    FROM auth.user_sessions s
-    WHERE s.refresh_token_hash = p_presented_hash
-    UNION ALL
-    SELECT CASE
-               WHEN auth.session_state(s, p_idle_seconds) <> 'live'
-                   THEN auth.session_state(s, p_idle_seconds)
-               WHEN s.refresh_token_hash = h.successor_hash
-                    AND h.replaced_at > now() - make_interval(secs => p_grace_seconds)
-                   THEN 'live'
-               ELSE 'token_reused'
-           END,
-           s
-    FROM auth.session_token_history h
-    JOIN auth.user_sessions s ON s.id = h.session_id
-    WHERE h.token_hash = p_presented_hash
-    LIMIT 1
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE $citus$
+            SELECT citus_table_size(p.logicalrelid)::bigint,
+                   (citus_total_relation_size(p.logicalrelid) - citus_table_size(p.logicalrelid))::bigint
+            FROM pg_catalog.pg_dist_partition p
+            WHERE p.logicalrelid = 'auth.user_sessions'::regclass
+        $citus$ INTO table_bytes, index_bytes;
+        IF table_bytes IS NOT NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+    SELECT coalesce(sum(pg_table_size(t.relid)), 0)::bigint,
+           coalesce(sum(pg_indexes_size(t.relid)), 0)::bigint
+    INTO table_bytes, index_bytes
+    FROM pg_partition_tree('auth.user_sessions') t;
+END
 $$;
 
-COMMENT ON FUNCTION auth.validate_session(varchar, bigint, bigint) IS
-    'Classifies a presented token (live, revoked, expired, idle_timed_out, token_reused); no row if unknown.';
+COMMENT ON FUNCTION auth.session_storage() IS
+    'Heap and index bytes of auth.user_sessions, on one node, partitioned, or on Citus.';

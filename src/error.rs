@@ -5,12 +5,13 @@ use std::fmt;
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
 
-/// Name of the unique index on `auth.user_sessions.refresh_token_hash` (schema/009).
-pub(crate) const REFRESH_TOKEN_HASH_KEY: &str = "user_sessions_refresh_token_hash_key";
+/// Name of the primary key of `auth.user_sessions`, `(user_id, id)` (schema/009).
+pub(crate) const SESSIONS_PKEY: &str = "user_sessions_pkey";
 /// Name of the foreign key from `auth.user_sessions.user_id` to `auth.users` (schema/009).
 pub(crate) const USER_ID_FKEY: &str = "user_sessions_user_id_fkey";
-/// Constraint name `auth.create_session` raises at the per-user cap (schema/010).
-pub(crate) const PER_USER_CAP: &str = "user_sessions_per_user_cap";
+/// SQLSTATE `auth.create_session` raises at the per-user cap (schema/010). A code of its own
+/// survives relaying from a Citus worker, where constraint names are lost.
+pub(crate) const PER_USER_CAP: &str = "AS001";
 
 /// Everything that can go wrong in this crate. Absent rows are `Ok(None)`, never an error.
 ///
@@ -18,9 +19,10 @@ pub(crate) const PER_USER_CAP: &str = "user_sessions_per_user_cap";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Another session already holds this refresh token hash.
-    #[error("a session with this refresh token hash already exists")]
-    DuplicateTokenHash,
+    /// A session with this user and session id (the ids a refresh token carries) already
+    /// exists.
+    #[error("a session with this id already exists")]
+    DuplicateSession,
     /// The session's `user_id` names no row of `auth.users`.
     #[error("unknown user")]
     UnknownUser,
@@ -53,6 +55,9 @@ pub enum Error {
     /// The database URL or pool settings are invalid.
     #[error("invalid database configuration: {0}")]
     Config(String),
+    /// The database has no `citus` extension, so it cannot be distributed.
+    #[error("the database has no citus extension (CREATE EXTENSION citus on every node first)")]
+    CitusUnavailable,
     /// A migration that was already applied differs from the one embedded in this build.
     #[error("migration {version} was changed after it was applied")]
     MigrationChanged {
@@ -159,15 +164,17 @@ impl std::error::Error for DatabaseError {
 }
 
 impl From<tokio_postgres::Error> for Error {
+    /// Classifies by SQLSTATE. The constraint name is only a second check: a name that is
+    /// present must be ours, an absent one (errors relayed by Citus workers lose it) is
+    /// accepted, since the statements that can raise these codes touch no other constraint.
     fn from(err: tokio_postgres::Error) -> Self {
         let constraint = err.as_db_error().and_then(|db| db.constraint());
-        match (err.code(), constraint) {
-            (Some(&SqlState::UNIQUE_VIOLATION), Some(REFRESH_TOKEN_HASH_KEY)) => {
-                Self::DuplicateTokenHash
-            }
-            (Some(&SqlState::FOREIGN_KEY_VIOLATION), Some(USER_ID_FKEY)) => Self::UnknownUser,
-            (Some(&SqlState::CHECK_VIOLATION), Some(PER_USER_CAP)) => Self::SessionCapReached,
-            (Some(&SqlState::QUERY_CANCELED), _) => Self::StatementTimeout,
+        let names = |ours: &str| constraint.is_none_or(|name| name == ours);
+        match err.code() {
+            Some(&SqlState::UNIQUE_VIOLATION) if names(SESSIONS_PKEY) => Self::DuplicateSession,
+            Some(&SqlState::FOREIGN_KEY_VIOLATION) if names(USER_ID_FKEY) => Self::UnknownUser,
+            Some(code) if code.code() == PER_USER_CAP => Self::SessionCapReached,
+            Some(&SqlState::QUERY_CANCELED) => Self::StatementTimeout,
             _ => Self::Database(DatabaseError(err)),
         }
     }

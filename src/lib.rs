@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 mod cleanup;
+mod distribute;
 mod error;
 mod migrate;
 mod outcome;
@@ -13,6 +14,7 @@ mod session;
 mod token;
 
 pub use cleanup::{CleanupReport, CleanupSettings, run_cleanup, spawn_cleanup};
+pub use distribute::{DistributionReport, distribute};
 pub use error::{DatabaseError, Error, InputProblem};
 pub use migrate::{
     MIGRATIONS, Migration, MigrationReport, MigrationStatus, migrate, migration_status,
@@ -20,12 +22,12 @@ pub use migrate::{
 pub use outcome::{RevokeReason, Rotation, Validation};
 pub use policy::{CapPolicy, SessionPolicy};
 pub use pool::{DEFAULT_DATABASE_URL, PoolSettings, build_pool, build_pool_with_config};
-pub use repo::SessionRepo;
+pub use repo::{MAX_REUSE_PROOF_STEPS, SessionRepo};
 pub use session::{
     Activity, Device, MAX_DEVICE_INFO_CHARS, MAX_TTL, MAX_USER_AGENT_CHARS, NewSession, Session,
-    SessionStats,
+    SessionKey, SessionStats,
 };
-pub use token::{RefreshToken, RotationKey, TokenHash};
+pub use token::{MAX_GENERATION, RefreshToken, RotationKey, TOKEN_PREFIX, TokenHash};
 
 /// Re-exported so services can name the pool type without a direct dependency.
 pub use deadpool_postgres;

@@ -98,3 +98,26 @@ impl State {
         })
     }
 }
+
+impl From<State> for Validation {
+    fn from(state: State) -> Self {
+        match state {
+            State::Expired => Self::Expired,
+            State::IdleTimedOut => Self::IdleTimedOut,
+            State::Revoked(reason) => Self::Revoked(reason),
+            // Callers map the live state themselves, with the session.
+            State::Live | State::TokenReused => Self::Unknown,
+        }
+    }
+}
+
+impl From<State> for Rotation {
+    fn from(state: State) -> Self {
+        match state {
+            State::Expired => Self::Expired,
+            State::IdleTimedOut => Self::IdleTimedOut,
+            State::Revoked(reason) => Self::Revoked(reason),
+            State::Live | State::TokenReused => Self::Unknown,
+        }
+    }
+}

@@ -37,6 +37,11 @@ pub struct SessionPolicy {
     /// Activity is written only when the stored `last_active_at` is at least this old (or the
     /// client's address changed). Default: 60 s.
     pub activity_interval: Duration,
+    /// How long a revoked session stays as a tombstone, so that its token is reported as
+    /// revoked (and a replayed one as reused) rather than unknown; cleanup deletes it after
+    /// that. Tombstones never slow the live path (a partial index skips them); this bounds how
+    /// many accumulate. Default: 7 days.
+    pub tombstone_retention: Duration,
     /// The server-side key that derives a rotated token's successor. Every instance serving one
     /// database must share it. `None`: a random key drawn once per process, which is enough
     /// for a single instance. Default: `None`.
@@ -51,6 +56,7 @@ impl Default for SessionPolicy {
             max_sessions_per_user: Some(10),
             at_cap: CapPolicy::EvictLeastRecentlyActive,
             activity_interval: Duration::from_secs(60),
+            tombstone_retention: Duration::from_secs(7 * 24 * 60 * 60),
             rotation_key: None,
         }
     }
@@ -82,6 +88,12 @@ impl SessionPolicy {
         self
     }
 
+    /// Sets how long revoked sessions are kept as tombstones.
+    pub fn tombstone_retention(mut self, retention: Duration) -> Self {
+        self.tombstone_retention = retention;
+        self
+    }
+
     /// Sets the rotation key shared by every instance.
     pub fn rotation_key(mut self, key: RotationKey) -> Self {
         self.rotation_key = Some(key);
@@ -94,6 +106,10 @@ impl SessionPolicy {
 
     pub(crate) fn grace_seconds(&self) -> i64 {
         seconds(self.rotation_grace)
+    }
+
+    pub(crate) fn retention_seconds(&self) -> i64 {
+        seconds(self.tombstone_retention)
     }
 
     pub(crate) fn activity_seconds(&self) -> i64 {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::outcome::State;
 use crate::{
     Activity, CapPolicy, Device, Error, NewSession, RefreshToken, Rotation, RotationKey, Session,
-    SessionPolicy, SessionStats, TokenHash, Validation,
+    SessionKey, SessionPolicy, SessionStats, TokenHash, Validation,
 };
 
 /// The rotation key of a policy that names none: drawn once per process.
@@ -89,8 +89,9 @@ impl SessionRepo {
         &self.pool
     }
 
-    /// Creates a session with a fresh refresh token. Returns the session and the token, which
-    /// the caller hands to the device; only the token's hash is stored.
+    /// Creates a session with a fresh refresh token (generation 0, a random session id).
+    /// Returns the session and the token, which the caller hands to the device; only the
+    /// token's hash is stored.
     ///
     /// With a per-user cap ([`SessionPolicy::max_sessions_per_user`]), a user at the cap loses
     /// their least recently active sessions (revoked as `Evicted`) or the call is refused, by
@@ -106,18 +107,19 @@ impl SessionRepo {
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn create(&self, new: &NewSession) -> Result<(Session, RefreshToken), Error> {
         let ttl_seconds = new.validate()?;
-        let token = RefreshToken::generate()?;
-        let session = self.insert(new, &token.hash(), ttl_seconds).await?;
+        let token = RefreshToken::generate(new.user_id)?;
+        let session = self.insert(new, &token, ttl_seconds).await?;
         Ok((session, token))
     }
 
-    /// Creates a session for a refresh token the caller already issued (for example when
-    /// importing sessions from another store).
+    /// Creates a session for a refresh token the caller already minted (with
+    /// [`RefreshToken::generate`]): the session takes the token's ids and generation.
     ///
     /// # Errors
     ///
-    /// As [`SessionRepo::create`], plus [`Error::DuplicateTokenHash`] when a session already
-    /// holds this token.
+    /// As [`SessionRepo::create`], plus [`Error::InvalidInput`] (field `token`) when the token
+    /// was minted for another user, and [`Error::DuplicateSession`] when its session already
+    /// exists (whichever generation of its chain the token is).
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn create_with_token(
         &self,
@@ -125,13 +127,19 @@ impl SessionRepo {
         token: &RefreshToken,
     ) -> Result<Session, Error> {
         let ttl_seconds = new.validate()?;
-        self.insert(new, &token.hash(), ttl_seconds).await
+        if token.user_id() != new.user_id {
+            return Err(Error::InvalidInput {
+                field: "token",
+                problem: crate::InputProblem::OutOfRange,
+            });
+        }
+        self.insert(new, token, ttl_seconds).await
     }
 
     async fn insert(
         &self,
         new: &NewSession,
-        hash: &TokenHash,
+        token: &RefreshToken,
         ttl_seconds: i64,
     ) -> Result<Session, Error> {
         self.with_client(async |client| {
@@ -139,7 +147,9 @@ impl SessionRepo {
                 .bind(
                     client,
                     &new.user_id,
-                    &hash.as_str(),
+                    &token.session_id(),
+                    &generation(token),
+                    &token.hash().as_str(),
                     &new.device_info.as_deref(),
                     &new.ip_address,
                     &new.user_agent.as_deref(),
@@ -155,7 +165,12 @@ impl SessionRepo {
         .await
     }
 
-    /// Finds the unexpired session of a refresh token presented by a device.
+    /// Finds the live session of a refresh token presented by a device: one statement, by the
+    /// primary key the token carries (user id, session id), comparing the stored hash of the
+    /// whole token. `Ok(None)` unless the token is the session's current one and the session
+    /// is live (not revoked, `expires_at > now()`, not idle for longer than the idle timeout,
+    /// on the database clock); [`SessionRepo::validate`] says why. A token whose ids were
+    /// altered matches nothing: `Ok(None)`, never another user's session.
     ///
     /// # Errors
     ///
@@ -164,21 +179,15 @@ impl SessionRepo {
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn find_by_token(&self, presented: &str) -> Result<Option<Session>, Error> {
         let token = RefreshToken::parse(presented)?;
-        self.find_by_token_hash(&token.hash()).await
-    }
-
-    /// Finds the live session holding this token hash: not revoked, `expires_at > now()` and
-    /// not idle for longer than the idle timeout, on the database clock. `Ok(None)` otherwise;
-    /// [`SessionRepo::validate`] says why.
-    ///
-    /// # Errors
-    ///
-    /// Pool and database errors.
-    #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
-    pub async fn find_by_token_hash(&self, hash: &TokenHash) -> Result<Option<Session>, Error> {
         self.with_client(async |client| {
-            let row = q::get_session_by_token_hash()
-                .bind(client, &hash.as_str(), &self.policy.idle_seconds())
+            let row = q::get_session_by_token()
+                .bind(
+                    client,
+                    &token.user_id(),
+                    &token.session_id(),
+                    &token.hash().as_str(),
+                    &self.policy.idle_seconds(),
+                )
                 .opt()
                 .await?;
             Ok(row.map(Session::from))
@@ -207,7 +216,8 @@ impl SessionRepo {
     /// Records activity on a live session. Writes only when the stored `last_active_at` is at
     /// least [`SessionPolicy::activity_interval`] old or `ip_address` differs from the stored
     /// one, decided in the same statement, so most calls write nothing. `None` when the
-    /// session is not live.
+    /// session is not live; a session revoked while the call waits for its row is not
+    /// written.
     ///
     /// # Errors
     ///
@@ -215,14 +225,15 @@ impl SessionRepo {
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn record_activity(
         &self,
-        session_id: Uuid,
+        session: SessionKey,
         ip_address: Option<IpAddr>,
     ) -> Result<Option<Activity>, Error> {
         self.with_client(async |client| {
             let row = q::update_session_activity()
                 .bind(
                     client,
-                    &session_id,
+                    &session.user_id,
+                    &session.session_id,
                     &self.policy.idle_seconds(),
                     &ip_address,
                     &self.policy.activity_seconds(),
@@ -237,18 +248,19 @@ impl SessionRepo {
         .await
     }
 
-    /// Revokes one session, only if it belongs to `user_id`. Returns whether a session was
-    /// revoked; a session of another user is left alone and gives `false`. The row stays as a
-    /// tombstone (its token then validates as [`Validation::Revoked`]) until cleanup.
+    /// Revokes one session of `session.user_id`. Returns whether a session was revoked; the
+    /// id of another user's session matches nothing and gives `false`. The row stays as a
+    /// tombstone (its token then validates as [`Validation::Revoked`]) for
+    /// [`SessionPolicy::tombstone_retention`], or until it would have expired if sooner.
     ///
     /// # Errors
     ///
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
-    pub async fn revoke(&self, session_id: Uuid, user_id: Uuid) -> Result<bool, Error> {
+    pub async fn revoke(&self, session: SessionKey) -> Result<bool, Error> {
         self.with_client(async |client| {
             let revoked = q::revoke_session()
-                .bind(client, &session_id, &user_id)
+                .bind(client, &session.user_id, &session.session_id)
                 .opt()
                 .await?;
             Ok(revoked.is_some())
@@ -256,21 +268,17 @@ impl SessionRepo {
         .await
     }
 
-    /// Revokes every session of `user_id` except `current_session_id` ("log out my other
+    /// Revokes every session of `current.user_id` except `current` ("log out my other
     /// devices"). Returns how many were revoked.
     ///
     /// # Errors
     ///
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
-    pub async fn revoke_all_except(
-        &self,
-        user_id: Uuid,
-        current_session_id: Uuid,
-    ) -> Result<u64, Error> {
+    pub async fn revoke_all_except(&self, current: SessionKey) -> Result<u64, Error> {
         self.with_client(async |client| {
             let revoked = q::revoke_all_sessions_except_current()
-                .bind(client, &user_id, &current_session_id)
+                .bind(client, &current.user_id, &current.session_id)
                 .one()
                 .await?;
             Ok(count(revoked))
@@ -296,8 +304,10 @@ impl SessionRepo {
         .await
     }
 
-    /// Deletes every session past its absolute expiry or idle for longer than the idle timeout
-    /// (database clock), revoked ones included. Returns how many were deleted.
+    /// Deletes every session past its absolute expiry or unrevoked and idle for longer than the
+    /// idle timeout (database clock), and every tombstone (revoked session) older than
+    /// [`SessionPolicy::tombstone_retention`]. One unbounded statement: on a large table
+    /// prefer [`SessionRepo::delete_expired_batch`]. Returns how many were deleted.
     ///
     /// # Errors
     ///
@@ -306,7 +316,11 @@ impl SessionRepo {
     pub async fn delete_expired(&self) -> Result<u64, Error> {
         self.with_client(async |client| {
             let deleted = q::delete_expired_sessions()
-                .bind(client, &self.policy.idle_seconds())
+                .bind(
+                    client,
+                    &self.policy.idle_seconds(),
+                    &self.policy.retention_seconds(),
+                )
                 .one()
                 .await?;
             Ok(count(deleted))
@@ -315,11 +329,15 @@ impl SessionRepo {
     }
 
     /// Deletes at most `limit` dead sessions in one bounded batch: first those past their
-    /// absolute expiry (oldest first, along the expiry index), then, with an idle timeout and
-    /// room left in the batch, those idle for longer (a second statement). Rows another
-    /// cleaner holds are skipped and every condition is re-checked inside the delete, so
-    /// several cleaners can run at once without deadlock and live lookups never wait. Returns
-    /// how many were deleted; fewer than `limit` means nothing is left for now.
+    /// absolute expiry (oldest first, along the expiry index), then, with room left, tombstones
+    /// past [`SessionPolicy::tombstone_retention`] (oldest first, along their partial index),
+    /// then, with an idle timeout and room left, unrevoked ones idle for longer (a scan). Each kind is
+    /// one statement that takes no row lock before its delete and re-checks its condition
+    /// inside it, so it works alike on one node and on Citus, several cleaners can run at once
+    /// without deadlock (a second one waits for rows the first deletes, then skips them), and
+    /// a statement never deletes more than `limit` rows, so a `statement_timeout` cannot wedge
+    /// cleanup. Returns how many were deleted; fewer than `limit` means nothing is left for
+    /// now.
     ///
     /// # Errors
     ///
@@ -338,6 +356,12 @@ impl SessionRepo {
                 .bind(client, &limit)
                 .one()
                 .await?;
+            if deleted < limit {
+                deleted += q::delete_revoked_sessions_batch()
+                    .bind(client, &self.policy.retention_seconds(), &(limit - deleted))
+                    .one()
+                    .await?;
+            }
             if let Some(idle) = self.policy.idle_seconds()
                 && deleted < limit
             {
@@ -396,7 +420,9 @@ impl SessionRepo {
 
     /// Classifies a token presented by a device, changing nothing: valid (with the session),
     /// expired, idle-timed-out, revoked, reused or unknown. A token replaced less than the
-    /// grace window ago by the session's current token is valid.
+    /// grace window ago by the session's current token is valid. An older token of the session
+    /// is reported as reused once it is proven a true ancestor of the current token (see
+    /// [`SessionRepo::rotate`]); a token that is not one of the session's is unknown.
     ///
     /// # Errors
     ///
@@ -404,56 +430,79 @@ impl SessionRepo {
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn validate(&self, presented: &str) -> Result<Validation, Error> {
         let token = RefreshToken::parse(presented)?;
+        let key = self.rotation_key()?;
+        let successor_hash = successor_hash(key, &token)?;
         self.with_client(async |client| {
             let row = q::validate_session()
                 .bind(
                     client,
+                    &generation(&token),
                     &token.hash().as_str(),
-                    &self.policy.idle_seconds(),
+                    &successor_hash.as_str(),
                     &self.policy.grace_seconds(),
+                    &self.policy.idle_seconds(),
+                    &token.user_id(),
+                    &token.session_id(),
                 )
                 .opt()
                 .await?;
             let Some(row) = row else {
                 return Ok(Validation::Unknown);
             };
-            Ok(
-                match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
-                    State::Live => Validation::Valid(row.into()),
-                    State::Expired => Validation::Expired,
-                    State::IdleTimedOut => Validation::IdleTimedOut,
-                    State::Revoked(reason) => Validation::Revoked(reason),
-                    State::TokenReused => Validation::TokenReused {
-                        session_id: row.id,
-                        user_id: row.user_id,
-                    },
+            let reused = Validation::TokenReused {
+                session_id: row.id,
+                user_id: row.user_id,
+            };
+            Ok(match row.outcome.as_str() {
+                "grace" => Validation::Valid(row.into()),
+                "token_reused" => reused,
+                "stale" if !proves_ancestry(key, &token, &row) => Validation::Unknown,
+                "stale" => match State::parse(&row.state, row.revoked_reason.as_deref())? {
+                    State::Live => reused,
+                    state => state.into(),
                 },
-            )
+                outcome => match State::parse(outcome, row.revoked_reason.as_deref())? {
+                    State::Live => Validation::Valid(row.into()),
+                    state => state.into(),
+                },
+            })
         })
         .await
     }
 
-    /// Rotates a presented refresh token in one atomic statement: the session's stored hash
-    /// becomes the hash of a new token, which is returned, and activity is recorded.
+    /// Rotates a presented refresh token in one atomic statement that writes one row (a HOT
+    /// update) and keeps no history: the session's stored hash becomes the hash of the
+    /// token's successor, which is returned, and activity is recorded.
     ///
-    /// The new token is derived from the presented one with the policy's rotation key, so
-    /// concurrent callers presenting the same token (tabs, a retried request) within
-    /// [`SessionPolicy::rotation_grace`] all receive the same new token and the session never
-    /// forks. Presenting a replaced token after that revokes the whole session and returns
-    /// [`Rotation::TokenReused`] (RFC 9700, 4.14.2).
+    /// The successor is derived from the presented token with the policy's rotation key (same
+    /// ids, next generation), so concurrent callers presenting the same token (tabs, a retried
+    /// request) within [`SessionPolicy::rotation_grace`] all receive the same new token and the
+    /// session never forks. Presenting a replaced token after that revokes the whole session
+    /// and returns [`Rotation::TokenReused`] (RFC 9700, 4.14.2). For the parent of the current
+    /// token the database proves the ancestry in the same statement; for an older one it
+    /// returns the current generation and this method derives forward from the presented
+    /// token, at most [`MAX_REUSE_PROOF_STEPS`] times: a match proves a true ancestor and a
+    /// second statement revokes the session; no match (a forgery, a token from another
+    /// rotation key, or an ancestor older than the bound) gives [`Rotation::Unknown`] and
+    /// revokes nothing.
     ///
     /// # Errors
     ///
-    /// [`Error::MalformedToken`] before any database call; [`Error::Randomness`] when no
+    /// [`Error::MalformedToken`] before any database call; [`Error::InvalidInput`] (field
+    /// `generation`) for a token at [`crate::MAX_GENERATION`]; [`Error::Randomness`] when no
     /// rotation key is configured and none can be drawn; pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn rotate(&self, presented: &str) -> Result<Rotation, Error> {
         let token = RefreshToken::parse(presented)?;
-        let successor = self.rotation_key()?.successor(&token);
+        let key = self.rotation_key()?;
+        let successor = key.successor(&token)?;
         self.with_client(async |client| {
             let row = q::rotate_session()
                 .bind(
                     client,
+                    &token.user_id(),
+                    &token.session_id(),
+                    &generation(&token),
                     &token.hash().as_str(),
                     &successor.hash().as_str(),
                     &self.policy.idle_seconds(),
@@ -464,25 +513,50 @@ impl SessionRepo {
             let Some(row) = row else {
                 return Ok(Rotation::Unknown);
             };
-            Ok(
-                match State::parse(&row.outcome, row.revoked_reason.as_deref())? {
-                    State::Live => Rotation::Rotated {
-                        session: row.into(),
-                        token: successor,
-                    },
-                    State::Expired => Rotation::Expired,
-                    State::IdleTimedOut => Rotation::IdleTimedOut,
-                    State::Revoked(reason) => Rotation::Revoked(reason),
-                    State::TokenReused => {
-                        tracing::warn!(session_id = %row.id, user_id = %row.user_id,
-                        "refresh token reused after rotation: session revoked");
-                        Rotation::TokenReused {
-                            session_id: row.id,
-                            user_id: row.user_id,
-                        }
-                    }
+            let reused = Rotation::TokenReused {
+                session_id: row.id,
+                user_id: row.user_id,
+            };
+            let rotation = match row.outcome.as_str() {
+                "rotated" | "grace" => Rotation::Rotated {
+                    session: row.into(),
+                    token: successor,
                 },
-            )
+                "token_reused" => reused,
+                "stale" if !proves_ancestry(key, &token, &row) => Rotation::Unknown,
+                "stale" => match State::parse(&row.state, row.revoked_reason.as_deref())? {
+                    State::Live => {
+                        q::revoke_reused_session()
+                            .bind(
+                                client,
+                                &token.user_id(),
+                                &token.session_id(),
+                                &self.policy.idle_seconds(),
+                            )
+                            .one()
+                            .await?;
+                        reused
+                    }
+                    state => state.into(),
+                },
+                outcome => match State::parse(outcome, row.revoked_reason.as_deref())? {
+                    State::Live => {
+                        return Err(Error::UnexpectedResponse(
+                            "rotation of a live session neither rotated nor refused",
+                        ));
+                    }
+                    state => state.into(),
+                },
+            };
+            if let Rotation::TokenReused {
+                session_id,
+                user_id,
+            } = &rotation
+            {
+                tracing::warn!(%session_id, %user_id,
+                    "refresh token reused after rotation: session revoked");
+            }
+            Ok(rotation)
         })
         .await
     }
@@ -586,6 +660,36 @@ impl Affected for Rotation {
             Rotation::Rotated { .. } | Rotation::TokenReused { .. }
         ))
     }
+}
+
+/// Most generations [`SessionRepo::rotate`] and [`SessionRepo::validate`] derive forward to
+/// prove that an old token is an ancestor of a session's current one (about 2 µs each). A
+/// replayed token older than that is reported as unknown and revokes nothing.
+pub const MAX_REUSE_PROOF_STEPS: u32 = 10_000;
+
+/// Whether `token` derives forward to the hash a `stale` outcome reported.
+fn proves_ancestry(key: &RotationKey, token: &RefreshToken, row: &q::SessionOutcome) -> bool {
+    let (Ok(current), Some(stored)) = (u32::try_from(row.generation), row.stale_hash.as_deref())
+    else {
+        return false;
+    };
+    key.hash_at(token, current, MAX_REUSE_PROOF_STEPS)
+        .is_some_and(|hash| hash.as_str() == stored)
+}
+
+/// The hash of `token`'s successor; a token at the last generation has none, and a hash that
+/// matches no stored one stands in.
+fn successor_hash(key: &RotationKey, token: &RefreshToken) -> Result<TokenHash, Error> {
+    match key.successor(token) {
+        Ok(successor) => Ok(successor.hash()),
+        Err(Error::InvalidInput { .. }) => Ok(token.hash()),
+        Err(err) => Err(err),
+    }
+}
+
+/// A token's generation as the database stores it (`parse` bounds it to `i32`).
+fn generation(token: &RefreshToken) -> i32 {
+    i32::try_from(token.generation()).unwrap_or(i32::MAX)
 }
 
 /// `count(*)` is never negative.

@@ -15,6 +15,27 @@ pub const MAX_USER_AGENT_CHARS: usize = 1024;
 /// Longest accepted session lifetime: ten years.
 pub const MAX_TTL: Duration = Duration::from_secs(10 * 366 * 24 * 60 * 60);
 
+/// Names one session: its user (the routing key) and its id. Every statement about one
+/// session filters by both, so it reaches one shard, and a session of another user is never
+/// touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    /// The session's owner.
+    pub user_id: Uuid,
+    /// The session's id.
+    pub session_id: Uuid,
+}
+
+impl SessionKey {
+    /// The key of session `session_id` of user `user_id`.
+    pub fn new(user_id: Uuid, session_id: Uuid) -> Self {
+        Self {
+            user_id,
+            session_id,
+        }
+    }
+}
+
 /// A login session, as the service sees it. Holds no token and no token hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -35,6 +56,13 @@ pub struct Session {
     pub expires_at: DateTime<Utc>,
     /// Creation time (database clock).
     pub created_at: DateTime<Utc>,
+}
+
+impl Session {
+    /// The session's user and id, to record activity or revoke it with.
+    pub fn key(&self) -> SessionKey {
+        SessionKey::new(self.user_id, self.id)
+    }
 }
 
 /// One entry of a user's device list: no token hash and no raw user agent.
@@ -65,13 +93,13 @@ pub struct SessionStats {
     pub live: u64,
     /// Sessions past their absolute expiry, waiting for cleanup.
     pub expired: u64,
-    /// Revoked sessions (tombstones until they expire).
+    /// Revoked sessions: tombstones, kept until their retention passes or they expire.
     pub revoked: u64,
     /// Users with at least one row.
     pub users: u64,
     /// The most live sessions any one user has.
     pub max_live_per_user: u64,
-    /// Heap size of the session and token-history tables, in bytes.
+    /// Heap size of the session table, in bytes (summed over shards or partitions).
     pub table_bytes: u64,
     /// Size of their indexes, in bytes.
     pub index_bytes: u64,
@@ -195,7 +223,7 @@ macro_rules! session_from_row {
     )+};
 }
 
-session_from_row!(AuthUserSession, LiveSession, SessionOutcome);
+session_from_row!(NewSessionRow, LiveSession, SessionOutcome);
 
 impl From<db::queries::sessions::UserDevice> for Device {
     fn from(row: db::queries::sessions::UserDevice) -> Self {

@@ -8,39 +8,107 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use auth_sessions::{
-    CleanupSettings, NewSession, PoolSettings, SessionPolicy, SessionRepo, build_pool_with_config,
-    spawn_cleanup,
+    CleanupSettings, Error, NewSession, PoolSettings, RefreshToken, RevokeReason, Rotation,
+    RotationKey, SessionPolicy, SessionRepo, Validation, build_pool_with_config, spawn_cleanup,
 };
 use common::TestDb;
+use uuid::Uuid;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Inserts `count` sessions for `users` fresh users, expiring `expires_in` from now (negative:
 /// already expired), straight in SQL.
 async fn bulk_sessions(db: &TestDb, users: i32, count: i32, expires_in: &str) {
+    bulk_sessions_with(db, users, count, expires_in, "2 days", None).await;
+}
+
+/// Inserts `count` sessions for `users` fresh users, straight in SQL: created 40 days ago,
+/// expiring `expires_in` from now (negative: already expired), last active `idle_for` ago, and
+/// revoked `revoked_ago` ago (`None`: not revoked).
+async fn bulk_sessions_with(
+    db: &TestDb,
+    users: i32,
+    count: i32,
+    expires_in: &str,
+    idle_for: &str,
+    revoked_ago: Option<&str>,
+) {
     let client = db.client().await;
+    let tag = format!("{}@bulk.test", Uuid::new_v4());
     client
         .execute(
             "INSERT INTO auth.users (email) \
-             SELECT gen_random_uuid() || '@bulk.test' FROM generate_series(1, $1)",
-            &[&users],
+             SELECT g || '.' || $2 FROM generate_series(1, $1) g",
+            &[&users, &tag],
         )
         .await
         .unwrap();
-    client
+    let inserted = client
         .execute(
-            "WITH u AS (SELECT array_agg(id) AS ids FROM auth.users WHERE email LIKE '%@bulk.test') \
+            "WITH u AS (SELECT array_agg(id) AS ids FROM auth.users WHERE email LIKE '%.' || $5) \
              INSERT INTO auth.user_sessions \
-                 (user_id, refresh_token_hash, created_at, last_active_at, expires_at) \
-             SELECT u.ids[1 + g % array_length(u.ids, 1)], \
+                 (user_id, id, generation, refresh_token_hash, created_at, last_active_at, \
+                  expires_at, revoked_at, revoked_reason) \
+             SELECT u.ids[1 + g % array_length(u.ids, 1)], gen_random_uuid(), 0, \
                     encode(sha256(convert_to(gen_random_uuid()::text, 'UTF8')), 'hex'), \
-                    now() - interval '3 days', now() - interval '2 days', \
-                    now() + $2::text::interval + g * interval '1 millisecond' \
+                    now() - interval '40 days', now() - $3::text::interval, \
+                    now() + $2::text::interval + g * interval '1 millisecond', \
+                    now() - $4::text::interval, \
+                    CASE WHEN $4::text IS NOT NULL THEN 'user' END \
              FROM generate_series(1, $1) g, u",
-            &[&count, &expires_in],
+            &[&count, &expires_in, &idle_for, &revoked_ago, &tag],
         )
         .await
         .unwrap();
+    assert_eq!(inserted, u64::try_from(count).unwrap());
+}
+
+/// Runs `repo.delete_expired_batch(limit)` until a batch deletes nothing; returns the total.
+/// (Under concurrency a short batch only means another cleaner took some rows; a batch that
+/// deletes nothing means nothing was left.)
+async fn clean_until_empty(repo: &SessionRepo, limit: u32) -> Result<u64, Error> {
+    let mut deleted = 0;
+    loop {
+        let batch = repo.delete_expired_batch(limit).await?;
+        assert!(
+            batch <= u64::from(limit),
+            "a batch deleted {batch} > {limit}"
+        );
+        if batch == 0 {
+            return Ok(deleted);
+        }
+        deleted += batch;
+    }
+}
+
+fn cli(db: &TestDb) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("auth-sessions").unwrap();
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .arg("--database-url")
+        .arg(db.url());
+    cmd.timeout(Duration::from_secs(60));
+    cmd
+}
+
+/// Creates `count` sessions of one new user through the repository; returns their tokens.
+async fn live_sessions(db: &TestDb, count: usize) -> Vec<RefreshToken> {
+    let user = db.user().await;
+    let mut tokens = Vec::new();
+    for _ in 0..count {
+        tokens.push(db.repo.create(&NewSession::new(user, DAY)).await.unwrap().1);
+    }
+    tokens
+}
+
+/// Runs one statement on the test database; returns the rows it changed.
+async fn sql(db: &TestDb, statement: &str, ids: &[Uuid]) -> u64 {
+    db.client().await.execute(statement, &[&ids]).await.unwrap()
+}
+
+/// Session ids of these tokens.
+fn ids(tokens: &[RefreshToken]) -> Vec<Uuid> {
+    tokens.iter().map(RefreshToken::session_id).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -82,16 +150,7 @@ async fn two_cleaners_and_live_lookups_run_side_by_side() {
     let cleaners: Vec<_> = (0..2)
         .map(|_| {
             let repo = repo(1);
-            tokio::spawn(async move {
-                let mut deleted = 0;
-                loop {
-                    let batch = repo.delete_expired_batch(1000).await?;
-                    deleted += batch;
-                    if batch < 1000 {
-                        return Ok::<_, auth_sessions::Error>(deleted);
-                    }
-                }
-            })
+            tokio::spawn(async move { clean_until_empty(&repo, 1000).await })
         })
         .collect();
     let results = tokio::time::timeout(
@@ -216,4 +275,339 @@ async fn a_zero_batch_is_refused() {
         ),
         "{err:?}"
     );
+}
+
+const HOUR: Duration = Duration::from_secs(60 * 60);
+
+#[tokio::test]
+async fn idle_sessions_are_deleted_in_batches_and_live_ones_stay() {
+    let db = TestDb::new().await;
+    let idle = live_sessions(&db, 5).await;
+    let live = live_sessions(&db, 3).await;
+    let made_idle = sql(
+        &db,
+        "UPDATE auth.user_sessions SET last_active_at = now() - interval '2 hours' \
+         WHERE id = ANY($1)",
+        &ids(&idle),
+    )
+    .await;
+    assert_eq!(made_idle, 5);
+    let with_idle = |idle_timeout| {
+        SessionRepo::with_policy(
+            db.pool.clone(),
+            SessionPolicy::default().idle_timeout(idle_timeout),
+        )
+    };
+
+    // Two hours of idleness is nothing under the default 14 days, or without an idle timeout.
+    assert_eq!(db.repo.delete_expired_batch(100).await.unwrap(), 0);
+    assert_eq!(with_idle(None).delete_expired_batch(100).await.unwrap(), 0);
+    assert_eq!(with_idle(None).delete_expired().await.unwrap(), 0);
+    assert_eq!(db.session_rows().await, 8);
+
+    // Under a one-hour idle timeout they are dead: deleted, at most `limit` per batch.
+    let repo = with_idle(Some(HOUR));
+    assert_eq!(
+        repo.validate(idle[0].expose_secret()).await.unwrap(),
+        Validation::IdleTimedOut
+    );
+    let batches = [
+        repo.delete_expired_batch(2).await.unwrap(),
+        repo.delete_expired_batch(2).await.unwrap(),
+        repo.delete_expired_batch(2).await.unwrap(),
+        repo.delete_expired_batch(2).await.unwrap(),
+    ];
+    assert_eq!(batches, [2, 2, 1, 0]);
+    assert_eq!(
+        db.session_rows().await,
+        3,
+        "only the live sessions are left"
+    );
+    for token in &idle {
+        assert_eq!(
+            repo.validate(token.expose_secret()).await.unwrap(),
+            Validation::Unknown,
+            "an idle session is gone after cleanup"
+        );
+    }
+    for token in &live {
+        assert!(
+            repo.find_by_token(token.expose_secret())
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_cli_cleanup_deletes_idle_sessions_under_its_idle_timeout() {
+    let db = TestDb::new().await;
+    let idle = live_sessions(&db, 5).await;
+    let live = live_sessions(&db, 3).await;
+    sql(
+        &db,
+        "UPDATE auth.user_sessions SET last_active_at = now() - interval '2 hours' \
+         WHERE id = ANY($1)",
+        &ids(&idle),
+    )
+    .await;
+
+    let stdout = |output: std::process::Output| {
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // The default idle timeout (14 days) leaves them.
+    let text = stdout(
+        cli(&db)
+            .args(["cleanup", "--batch-size", "2"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        text.contains("deleted 0 session(s) in 1 batch(es)"),
+        "{text}"
+    );
+    assert_eq!(db.session_rows().await, 8);
+
+    // `--idle-timeout 1h` deletes them, in batches of two.
+    let text = stdout(
+        cli(&db)
+            .args(["--idle-timeout", "1h", "cleanup", "--batch-size", "2"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        text.contains("deleted 5 session(s) in 3 batch(es)"),
+        "{text}"
+    );
+    assert_eq!(db.session_rows().await, 3);
+    for token in &live {
+        assert!(
+            db.repo
+                .find_by_token(token.expose_secret())
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    // `--idle-timeout none` after the cleanup: nothing left to delete.
+    let text = stdout(
+        cli(&db)
+            .args(["cleanup", "--idle-timeout", "none"])
+            .output()
+            .unwrap(),
+    );
+    assert!(text.contains("deleted 0 session(s)"), "{text}");
+    assert_eq!(db.session_rows().await, 3);
+}
+
+#[tokio::test]
+async fn tombstones_are_kept_for_the_retention_then_deleted() {
+    let db = TestDb::new().await;
+    let user = db.user().await;
+    let mut old = Vec::new();
+    let mut recent = Vec::new();
+    for i in 0..6 {
+        let (session, token) = db
+            .repo
+            .create(&NewSession::new(user, DAY * 30))
+            .await
+            .unwrap();
+        assert!(db.repo.revoke(session.key()).await.unwrap());
+        if i < 4 { &mut old } else { &mut recent }.push(token);
+    }
+    let live = live_sessions(&db, 2).await;
+    // Four tombstones revoked 8 days ago (past the default 7-day retention), two just now.
+    sql(
+        &db,
+        "UPDATE auth.user_sessions SET created_at = now() - interval '9 days', \
+         last_active_at = now() - interval '8 days', revoked_at = now() - interval '8 days' \
+         WHERE id = ANY($1)",
+        &ids(&old),
+    )
+    .await;
+    for token in &old {
+        assert_eq!(
+            db.repo.validate(token.expose_secret()).await.unwrap(),
+            Validation::Revoked(RevokeReason::User),
+            "a tombstone reports its revocation until cleanup"
+        );
+    }
+
+    // Bounded batches delete the old tombstones only.
+    assert_eq!(db.repo.delete_expired_batch(3).await.unwrap(), 3);
+    assert_eq!(db.repo.delete_expired_batch(3).await.unwrap(), 1);
+    assert_eq!(db.repo.delete_expired_batch(3).await.unwrap(), 0);
+    assert_eq!(db.session_rows().await, 4);
+    for token in &old {
+        assert_eq!(
+            db.repo.validate(token.expose_secret()).await.unwrap(),
+            Validation::Unknown
+        );
+    }
+    for token in &recent {
+        assert_eq!(
+            db.repo.validate(token.expose_secret()).await.unwrap(),
+            Validation::Revoked(RevokeReason::User),
+            "a recent tombstone stays and still reports the revocation"
+        );
+    }
+    for token in &live {
+        assert!(matches!(
+            db.repo.validate(token.expose_secret()).await.unwrap(),
+            Validation::Valid(_)
+        ));
+    }
+
+    // A shorter retention: the recent tombstones, revoked two hours ago, are past it. The
+    // unbounded cleanup honours the retention too.
+    sql(
+        &db,
+        "UPDATE auth.user_sessions SET revoked_at = now() - interval '2 hours' \
+         WHERE id = ANY($1)",
+        &ids(&recent),
+    )
+    .await;
+    assert_eq!(db.repo.delete_expired().await.unwrap(), 0, "7 days: kept");
+    let short = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default().tombstone_retention(HOUR),
+    );
+    assert_eq!(short.delete_expired().await.unwrap(), 2);
+    assert_eq!(
+        db.session_rows().await,
+        2,
+        "only the live sessions are left"
+    );
+    for token in &recent {
+        assert_eq!(
+            short.validate(token.expose_secret()).await.unwrap(),
+            Validation::Unknown
+        );
+    }
+}
+
+#[tokio::test]
+async fn cleanup_progresses_under_a_300_ms_statement_timeout() {
+    let db = TestDb::with_settings(
+        PoolSettings::default().statement_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let key = RotationKey::from_bytes(b"the cleanup tests' rotation key, 32+ bytes").unwrap();
+    let repo =
+        SessionRepo::with_policy(db.pool.clone(), SessionPolicy::default().rotation_key(key));
+    let user = db.user().await;
+    let (session, first) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    let mut token = first.clone();
+    for _ in 0..1000 {
+        token = match repo.rotate(token.expose_secret()).await.unwrap() {
+            Rotation::Rotated { token, .. } => token,
+            other => panic!("expected Rotated, got {other:?}"),
+        };
+    }
+    assert_eq!(token.generation(), 1000);
+    // A thousand rotations leave one row and no history.
+    assert_eq!(db.session_rows().await, 1);
+
+    // Dead rows of every kind: expired, tombstones past the retention, idle (14 days).
+    const EXPIRED: i32 = 6_000;
+    const TOMBSTONES: i32 = 2_000;
+    const IDLE: i32 = 1_500;
+    bulk_sessions_with(&db, 500, EXPIRED, "-1 day", "2 days", None).await;
+    bulk_sessions_with(&db, 200, TOMBSTONES, "20 days", "10 days", Some("8 days")).await;
+    bulk_sessions_with(&db, 200, IDLE, "20 days", "15 days", None).await;
+    let dead = u64::try_from(EXPIRED + TOMBSTONES + IDLE).unwrap();
+
+    let mut total = 0;
+    let mut batches = 0;
+    loop {
+        let deleted = repo
+            .delete_expired_batch(1000)
+            .await
+            .unwrap_or_else(|err| panic!("batch {batches} failed: {err:?}"));
+        assert!(deleted <= 1000, "{deleted}");
+        batches += 1;
+        total += deleted;
+        if deleted == 0 {
+            break;
+        }
+        assert!(
+            batches <= 20,
+            "cleanup does not converge: {total} of {dead}"
+        );
+    }
+    assert_eq!(total, dead, "every dead row deleted, in {batches} batches");
+    assert_eq!(db.session_rows().await, 1, "only the live session is left");
+
+    // The live session is intact, and the very first token is still proven an ancestor.
+    assert!(
+        matches!(repo.validate(token.expose_secret()).await.unwrap(), Validation::Valid(s) if s.id == session.id)
+    );
+    assert_eq!(
+        repo.validate(first.expose_secret()).await.unwrap(),
+        Validation::TokenReused {
+            session_id: session.id,
+            user_id: user
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_cleaners_at_once_delete_every_dead_row_exactly_once() {
+    const CLEANERS: usize = 4;
+    const EXPIRED: i32 = 4_000;
+    const TOMBSTONES: i32 = 600;
+    const IDLE: i32 = 400;
+    let db = TestDb::new().await;
+    bulk_sessions_with(&db, 300, EXPIRED, "-1 day", "2 days", None).await;
+    bulk_sessions_with(&db, 100, TOMBSTONES, "20 days", "10 days", Some("8 days")).await;
+    bulk_sessions_with(&db, 100, IDLE, "20 days", "15 days", None).await;
+    // Rows that must survive: live sessions, recent tombstones.
+    bulk_sessions_with(&db, 100, 500, "20 days", "1 hour", None).await;
+    bulk_sessions_with(&db, 100, 200, "20 days", "1 hour", Some("1 day")).await;
+    let live = live_sessions(&db, 10).await;
+    let survivors = 500 + 200 + live.len() as i64;
+    let dead = u64::try_from(EXPIRED + TOMBSTONES + IDLE).unwrap();
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(CLEANERS));
+    let mut cleaners = Vec::new();
+    for _ in 0..CLEANERS {
+        let pool =
+            build_pool_with_config(db.config(), &PoolSettings::default().max_size(1)).unwrap();
+        drop(pool.get().await.unwrap()); // Connect before the race starts.
+        let repo = SessionRepo::with_policy(pool, SessionPolicy::default());
+        let barrier = barrier.clone();
+        cleaners.push(tokio::spawn(async move {
+            barrier.wait().await;
+            clean_until_empty(&repo, 250).await
+        }));
+    }
+    let results = tokio::time::timeout(
+        Duration::from_secs(120),
+        futures::future::join_all(cleaners),
+    )
+    .await
+    .expect("cleaners finish: no deadlock");
+    let mut total = 0;
+    let mut per_cleaner = Vec::new();
+    for result in results {
+        let deleted = result
+            .unwrap()
+            .unwrap_or_else(|err| panic!("a cleaner failed (deadlock?): {err:?}"));
+        per_cleaner.push(deleted);
+        total += deleted;
+    }
+    println!("deleted per cleaner: {per_cleaner:?}");
+    assert_eq!(total, dead, "every dead row deleted exactly once");
+    assert_eq!(db.session_rows().await, survivors, "no live row deleted");
+    for token in &live {
+        assert!(
+            db.repo
+                .find_by_token(token.expose_secret())
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
 }

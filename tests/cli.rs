@@ -75,6 +75,13 @@ async fn list_and_revoke_print_readable_tables_without_secrets() {
             .with_user_agent("Secret-Agent/1.0");
         sessions.push(db.repo.create(&new).await.unwrap());
     }
+    // An expired session: never listed, and left to cleanup by every kind of revoke.
+    let (expired, _) = db
+        .repo
+        .create(&NewSession::new(user, DAY).with_device_info("Old tablet"))
+        .await
+        .unwrap();
+    db.expire(expired.id).await;
 
     let list = cli(&db)
         .args(["list", "--user", &user.to_string()])
@@ -97,6 +104,10 @@ async fn list_and_revoke_print_readable_tables_without_secrets() {
     assert!(
         !text.contains("Secret-Agent"),
         "no raw user agent in listings"
+    );
+    assert!(
+        !text.contains(&expired.id.to_string()) && !text.contains("Old tablet"),
+        "{text}"
     );
 
     let one = cli(&db)
@@ -145,6 +156,20 @@ async fn list_and_revoke_print_readable_tables_without_secrets() {
         .unwrap();
     assert!(stdout(&all).contains("revoked 1 session(s)"), "{all:?}");
     assert_eq!(db.repo.count_live(user).await.unwrap(), 0);
+    let expired_revoked_at: Option<chrono::DateTime<chrono::Utc>> = db
+        .client()
+        .await
+        .query_one(
+            "SELECT revoked_at FROM auth.user_sessions WHERE user_id = $1 AND id = $2",
+            &[&user, &expired.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        expired_revoked_at, None,
+        "revoking never touches expired sessions"
+    );
 }
 
 #[tokio::test]
@@ -167,7 +192,7 @@ async fn cleanup_deletes_in_batches_and_stats_count_by_state() {
     }
     let (live, _) = db.repo.create(&NewSession::new(user, DAY)).await.unwrap();
     let (revoked, _) = db.repo.create(&NewSession::new(user, DAY)).await.unwrap();
-    db.repo.revoke(revoked.id, user).await.unwrap();
+    assert!(db.repo.revoke(revoked.key()).await.unwrap());
 
     let stats = stdout(&cli(&db).arg("stats").output().unwrap());
     for line in [
@@ -195,7 +220,11 @@ async fn cleanup_deletes_in_batches_and_stats_count_by_state() {
     assert_eq!(db.session_rows().await, 2);
     assert!(
         db.repo
-            .find_by_token_hash(&auth_sessions::RefreshToken::generate().unwrap().hash())
+            .find_by_token(
+                auth_sessions::RefreshToken::generate(user)
+                    .unwrap()
+                    .expose_secret()
+            )
             .await
             .unwrap()
             .is_none()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use auth_sessions::{
     CapPolicy, Error, NewSession, PoolSettings, RefreshToken, RevokeReason, Rotation, RotationKey,
-    SessionPolicy, SessionRepo, Validation, build_pool_with_config,
+    SessionKey, SessionPolicy, SessionRepo, TOKEN_PREFIX, Validation, build_pool_with_config,
 };
 use common::TestDb;
 use uuid::Uuid;
@@ -30,17 +30,49 @@ async fn rotated(repo: &SessionRepo, token: &RefreshToken) -> RefreshToken {
     }
 }
 
-/// Moves every replacement of this session's tokens `seconds` into the past.
-async fn age_history(db: &TestDb, session_id: Uuid, seconds: i32) {
+/// Moves the session's last rotation `seconds` into the past (out of the grace window).
+async fn age_rotation(db: &TestDb, session: SessionKey, seconds: i32) {
     let client = db.client().await;
-    client
+    let updated = client
         .execute(
-            "UPDATE auth.session_token_history \
-             SET replaced_at = replaced_at - make_interval(secs => $2) WHERE session_id = $1",
-            &[&session_id, &f64::from(seconds)],
+            "UPDATE auth.user_sessions \
+             SET rotated_at = rotated_at - make_interval(secs => $3) \
+             WHERE user_id = $1 AND id = $2 AND rotated_at IS NOT NULL",
+            &[&session.user_id, &session.session_id, &f64::from(seconds)],
         )
         .await
         .unwrap();
+    assert_eq!(updated, 1, "no rotated session to age");
+}
+
+/// The stored generation and hash of one session, and how many rows it has.
+async fn stored(db: &TestDb, session: SessionKey) -> (i32, String, i64) {
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT max(generation), max(refresh_token_hash), count(*) \
+             FROM auth.user_sessions WHERE user_id = $1 AND id = $2",
+            &[&session.user_id, &session.session_id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// The tables of the `auth` schema, sorted.
+async fn auth_tables(db: &TestDb) -> Vec<String> {
+    db.client()
+        .await
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'auth' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }
 
 #[tokio::test]
@@ -87,28 +119,17 @@ async fn rotation_replaces_the_token_and_a_prompt_retry_gets_the_same_successor(
         Validation::Valid(_)
     ));
 
-    // Only hashes are stored: the current one, and the replaced one in the history.
-    let client = db.client().await;
-    let current: String = client
-        .query_one(
-            "SELECT refresh_token_hash FROM auth.user_sessions WHERE id = $1",
-            &[&session.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(current, t1.hash().as_str());
-    let history: Vec<String> = client
-        .query(
-            "SELECT token_hash FROM auth.session_token_history WHERE session_id = $1",
-            &[&session.id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert_eq!(history, [t0.hash().as_str().to_owned()]);
+    // The successor is derived: same ids, the next generation, the rotation key's secret.
+    assert_eq!(key().successor(&t0).unwrap(), t1);
+    assert_eq!(t1.session_key(), session.key());
+    assert_eq!((t0.generation(), t1.generation()), (0, 1));
+
+    // Only the current hash is stored, in the session's one row; no history is kept anywhere.
+    assert_eq!(
+        stored(&db, session.key()).await,
+        (1, t1.hash().as_str().to_owned(), 1)
+    );
+    assert_eq!(auth_tables(&db).await, ["user_sessions", "users"]);
 }
 
 #[tokio::test]
@@ -118,7 +139,7 @@ async fn a_replaced_token_after_the_grace_window_revokes_the_session() {
     let user = db.user().await;
     let (session, t0) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
     let t1 = rotated(&repo, &t0).await;
-    age_history(&db, session.id, 11).await;
+    age_rotation(&db, session.key(), 11).await;
 
     assert_eq!(
         repo.validate(t0.expose_secret()).await.unwrap(),
@@ -186,14 +207,101 @@ async fn a_different_rotation_key_cannot_claim_the_grace_window() {
     );
     let user = db.user().await;
     let (session, t0) = repo_a.create(&NewSession::new(user, DAY)).await.unwrap();
-    rotated(&repo_a, &t0).await;
-    // Another successor for the same token: a fork, which must not happen. Treated as reuse.
+    let t1 = rotated(&repo_a, &t0).await;
+    // Another key derives another successor for the same token, which the session never held:
+    // the token cannot be proven part of the chain, so it is unknown. No fork: the session
+    // keeps answering to t1 only, and nothing is revoked.
     assert_eq!(
         repo_b.rotate(t0.expose_secret()).await.unwrap(),
+        Rotation::Unknown
+    );
+    assert_eq!(
+        repo_b.validate(t0.expose_secret()).await.unwrap(),
+        Validation::Unknown
+    );
+    assert_eq!(
+        stored(&db, session.key()).await,
+        (1, t1.hash().as_str().to_owned(), 1)
+    );
+    assert!(matches!(
+        repo_a.validate(t1.expose_secret()).await.unwrap(),
+        Validation::Valid(s) if s.id == session.id
+    ));
+    assert_eq!(rotated(&repo_a, &t1).await.generation(), 2);
+}
+
+/// A token with this session's ids, the check recomputed, and a secret of our choosing: what
+/// someone who read the ids off a token (they are in clear) could forge.
+fn forge(session: SessionKey, generation: u32, secret: [u8; 32]) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut payload = Vec::with_capacity(72);
+    payload.extend_from_slice(session.user_id.as_bytes());
+    payload.extend_from_slice(session.session_id.as_bytes());
+    payload.extend_from_slice(&generation.to_be_bytes());
+    payload.extend_from_slice(&secret);
+    let check = sha2::Sha256::new()
+        .chain_update(TOKEN_PREFIX.as_bytes())
+        .chain_update(&payload)
+        .finalize();
+    payload.extend_from_slice(&check[..4]);
+    let text = format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&payload)
+    );
+    let parsed = RefreshToken::parse(&text).expect("a well-formed forgery");
+    assert_eq!(
+        (parsed.session_key(), parsed.generation()),
+        (session, generation)
+    );
+    text
+}
+
+#[tokio::test]
+async fn a_forged_token_of_a_real_session_is_unknown_and_revokes_nothing() {
+    let db = TestDb::new().await;
+    let repo = repo(&db, SessionPolicy::default());
+    let user = db.user().await;
+    let (session, t0) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    let t1 = rotated(&repo, &t0).await;
+    let t2 = rotated(&repo, &t1).await;
+    age_rotation(&db, session.key(), 3600).await;
+
+    // Older, current, parent and future generations, none of them a real token of the chain.
+    for generation in [0, 1, 2, 3, 7] {
+        let forged = forge(session.key(), generation, [7; 32]);
+        assert_eq!(
+            repo.validate(&forged).await.unwrap(),
+            Validation::Unknown,
+            "generation {generation}"
+        );
+        assert_eq!(
+            repo.rotate(&forged).await.unwrap(),
+            Rotation::Unknown,
+            "generation {generation}"
+        );
+        assert!(repo.find_by_token(&forged).await.unwrap().is_none());
+    }
+    // Nothing was revoked or rotated: the real current token still works.
+    assert_eq!(
+        stored(&db, session.key()).await,
+        (2, t2.hash().as_str().to_owned(), 1)
+    );
+    assert!(matches!(
+        repo.validate(t2.expose_secret()).await.unwrap(),
+        Validation::Valid(_)
+    ));
+    // While the real first token, proven an ancestor by deriving forward, is reuse.
+    assert_eq!(
+        repo.rotate(t0.expose_secret()).await.unwrap(),
         Rotation::TokenReused {
             session_id: session.id,
             user_id: user
         }
+    );
+    assert_eq!(
+        repo.validate(t2.expose_secret()).await.unwrap(),
+        Validation::Revoked(RevokeReason::TokenReused)
     );
 }
 
@@ -241,31 +349,12 @@ async fn parallel_rotations_of_one_token_all_receive_the_one_successor() {
         "one successor for everybody"
     );
 
-    let client = db.client().await;
-    let current: String = client
-        .query_one(
-            "SELECT refresh_token_hash FROM auth.user_sessions WHERE id = $1",
-            &[&session.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    // Exactly one live token afterwards, and one rotation happened (generation 1): the
+    // others were served by the grace window.
+    assert_eq!(successors[0].generation(), 1);
     assert_eq!(
-        current,
-        successors[0].hash().as_str(),
-        "exactly one live token afterwards"
-    );
-    let replaced: i64 = client
-        .query_one(
-            "SELECT count(*) FROM auth.session_token_history WHERE session_id = $1",
-            &[&session.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        replaced, 1,
-        "one rotation happened, the others were served by the grace window"
+        stored(&db, session.key()).await,
+        (1, successors[0].hash().as_str().to_owned(), 1)
     );
 }
 
@@ -275,7 +364,7 @@ async fn every_outcome_of_validate_and_rotate() {
     let repo = repo(&db, SessionPolicy::default());
     let user = db.user().await;
 
-    let stranger = RefreshToken::generate().unwrap();
+    let stranger = RefreshToken::generate(user).unwrap();
     assert_eq!(
         repo.validate(stranger.expose_secret()).await.unwrap(),
         Validation::Unknown
@@ -329,13 +418,13 @@ async fn every_outcome_of_validate_and_rotate() {
             .is_none()
     );
     assert_eq!(
-        repo.record_activity(idle.id, None).await.unwrap(),
+        repo.record_activity(idle.key(), None).await.unwrap(),
         None,
         "idle sessions stay idle"
     );
 
     let (revoked, revoked_token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
-    assert!(repo.revoke(revoked.id, user).await.unwrap());
+    assert!(repo.revoke(revoked.key()).await.unwrap());
     assert_eq!(
         repo.validate(revoked_token.expose_secret()).await.unwrap(),
         Validation::Revoked(RevokeReason::User)
@@ -407,7 +496,7 @@ async fn the_cap_evicts_the_least_recently_active_session() {
         sessions.push(repo.create(&NewSession::new(user, DAY)).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
-    repo.record_activity(sessions[0].0.id, None)
+    repo.record_activity(sessions[0].0.key(), None)
         .await
         .unwrap()
         .unwrap();
@@ -498,21 +587,21 @@ async fn activity_writes_only_when_stale_or_the_address_changes() {
     let (session, _) = repo.create(&new).await.unwrap();
 
     let first = repo
-        .record_activity(session.id, None)
+        .record_activity(session.key(), None)
         .await
         .unwrap()
         .unwrap();
     assert!(!first.written, "fresh activity is not written again");
     assert_eq!(first.last_active_at, session.last_active_at);
     let same_ip = repo
-        .record_activity(session.id, new.ip_address)
+        .record_activity(session.key(), new.ip_address)
         .await
         .unwrap()
         .unwrap();
     assert!(!same_ip.written);
 
     let moved = repo
-        .record_activity(session.id, Some("192.0.2.99".parse().unwrap()))
+        .record_activity(session.key(), Some("192.0.2.99".parse().unwrap()))
         .await
         .unwrap()
         .unwrap();
@@ -527,13 +616,13 @@ async fn activity_writes_only_when_stale_or_the_address_changes() {
         .await
         .unwrap();
     let stale = repo
-        .record_activity(session.id, None)
+        .record_activity(session.key(), None)
         .await
         .unwrap()
         .unwrap();
     assert!(stale.written, "activity older than the interval is written");
     let again = repo
-        .record_activity(session.id, None)
+        .record_activity(session.key(), None)
         .await
         .unwrap()
         .unwrap();
@@ -545,14 +634,42 @@ async fn activity_writes_only_when_stale_or_the_address_changes() {
 async fn an_unexpected_outcome_is_a_typed_error() {
     let db = TestDb::new().await;
     let user = db.user().await;
-    let (_, token) = db.repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    let (session, token) = db.repo.create(&NewSession::new(user, DAY)).await.unwrap();
     let client = db.client().await;
     // A schema function from some other version that answers with an outcome we do not know.
     client
         .batch_execute(
-            "CREATE OR REPLACE FUNCTION auth.validate_session(p_presented_hash varchar, p_idle_seconds bigint, p_grace_seconds bigint) \
-             RETURNS TABLE (outcome text, session auth.user_sessions) LANGUAGE sql STABLE AS \
-             $$ SELECT 'haunted'::text, s FROM auth.user_sessions s WHERE s.refresh_token_hash = $1 $$",
+            "CREATE OR REPLACE FUNCTION auth.rotate_session(p_user_id uuid, p_id uuid, \
+                 p_generation integer, p_presented_hash varchar, p_successor_hash varchar, \
+                 p_idle_seconds bigint, p_grace_seconds bigint) \
+             RETURNS TABLE (outcome text, state text, generation integer, stale_hash varchar, \
+                 id uuid, user_id uuid, device_info text, ip_address inet, user_agent text, \
+                 last_active_at timestamptz, expires_at timestamptz, created_at timestamptz, \
+                 revoked_reason text) \
+             LANGUAGE sql AS \
+             $$ SELECT 'haunted'::text, 'live'::text, s.generation, NULL::varchar, s.id, \
+                    s.user_id, s.device_info, s.ip_address, s.user_agent, s.last_active_at, \
+                    s.expires_at, s.created_at, s.revoked_reason \
+                FROM auth.user_sessions s WHERE s.user_id = p_user_id AND s.id = p_id $$",
+        )
+        .await
+        .unwrap();
+    let err = db.repo.rotate(token.expose_secret()).await.unwrap_err();
+    assert!(matches!(err, Error::UnexpectedResponse(_)), "{err:?}");
+
+    // A revocation reason from some other version: validation cannot classify it either.
+    client
+        .batch_execute(
+            "ALTER TABLE auth.user_sessions \
+             DROP CONSTRAINT user_sessions_revoked_reason_check",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'haunted' \
+             WHERE user_id = $1 AND id = $2",
+            &[&user, &session.id],
         )
         .await
         .unwrap();

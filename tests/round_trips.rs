@@ -12,7 +12,9 @@ mod relay;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use auth_sessions::{NewSession, PoolSettings, SessionRepo, build_pool_with_config};
+use auth_sessions::{
+    NewSession, PoolSettings, Rotation, SessionRepo, Validation, build_pool_with_config,
+};
 use common::TestDb;
 use relay::CountingRelay;
 use tokio_postgres::config::Host;
@@ -64,23 +66,24 @@ async fn every_repository_call_is_one_round_trip_on_a_warm_connection() {
         }
         let (session, token) = measure!("create", repo.create(&new));
         let (other, _) = repo.create(&new).await.unwrap();
-        measure!("find_by_token_hash", repo.find_by_token_hash(&token.hash()));
+        let found = measure!("find_by_token", repo.find_by_token(token.expose_secret()));
+        assert_eq!(found.map(|s| s.key()), Some(session.key()));
         measure!("list_devices", repo.list_devices(user));
-        measure!(
+        let activity = measure!(
             "record_activity",
-            repo.record_activity(session.id, Some(ip))
+            repo.record_activity(session.key(), Some(ip))
         );
+        assert!(activity.is_some());
         measure!("count_live", repo.count_live(user));
-        measure!("revoke", repo.revoke(other.id, user));
-        measure!(
-            "revoke_all_except",
-            repo.revoke_all_except(user, session.id)
-        );
+        assert!(measure!("revoke", repo.revoke(other.key())));
+        measure!("revoke_all_except", repo.revoke_all_except(session.key()));
         measure!("delete_expired", repo.delete_expired());
-        measure!("validate", repo.validate(token.expose_secret()));
+        let validation = measure!("validate", repo.validate(token.expose_secret()));
+        assert!(matches!(validation, Validation::Valid(_)), "{validation:?}");
+        // The normal path: the presented token is current, one statement rotates it.
         let rotation = measure!("rotate", repo.rotate(token.expose_secret()));
-        assert!(matches!(rotation, auth_sessions::Rotation::Rotated { .. }));
-        measure!("revoke_all", repo.revoke_all(user));
+        assert!(matches!(rotation, Rotation::Rotated { .. }), "{rotation:?}");
+        assert_eq!(measure!("revoke_all", repo.revoke_all(user)), 1);
         if pass == "cold" {
             cold = costs
         } else {

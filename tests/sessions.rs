@@ -7,13 +7,115 @@ use std::time::{Duration, Instant};
 
 use auth_sessions::{
     Error, InputProblem, MAX_DEVICE_INFO_CHARS, MAX_USER_AGENT_CHARS, NewSession, PoolSettings,
-    RefreshToken, SessionPolicy, SessionRepo, TokenHash, build_pool,
+    RefreshToken, RevokeReason, Rotation, SessionKey, SessionPolicy, SessionRepo, TOKEN_PREFIX,
+    Validation, build_pool,
 };
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::TestDb;
 use db::queries::sessions as q;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+/// The default tombstone retention, in seconds (7 days).
+const RETENTION_SECONDS: i64 = 7 * 24 * 60 * 60;
+
+/// Encodes a token by the documented format, independently of the library: `asr1_` and
+/// base64url (no padding) of user (16) | session (16) | generation (u32 BE) | secret (32) |
+/// check, where the check is the first 4 bytes of SHA-256 over the prefix and those 68 bytes.
+fn encode_token(user: Uuid, session: Uuid, generation: u32, secret: &[u8; 32]) -> String {
+    let mut body = Vec::with_capacity(72);
+    body.extend_from_slice(user.as_bytes());
+    body.extend_from_slice(session.as_bytes());
+    body.extend_from_slice(&generation.to_be_bytes());
+    body.extend_from_slice(secret);
+    let digest = Sha256::new()
+        .chain_update(TOKEN_PREFIX.as_bytes())
+        .chain_update(&body)
+        .finalize();
+    body.extend_from_slice(&digest[..4]);
+    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(&body))
+}
+
+/// The secret bytes of a token's text.
+fn secret_of(text: &str) -> [u8; 32] {
+    let body = URL_SAFE_NO_PAD.decode(&text[TOKEN_PREFIX.len()..]).unwrap();
+    body[36..68].try_into().unwrap()
+}
+
+/// `token` with its user id replaced by `user` and the check recomputed: well formed, and
+/// otherwise identical (session id, generation, secret).
+fn with_user_id(token: &RefreshToken, user: Uuid) -> String {
+    let altered = encode_token(
+        user,
+        token.session_id(),
+        token.generation(),
+        &secret_of(token.expose_secret()),
+    );
+    let parsed = RefreshToken::parse(&altered).expect("an altered token is well formed");
+    assert_eq!(parsed.user_id(), user);
+    assert_eq!(parsed.session_id(), token.session_id());
+    assert_eq!(parsed.generation(), token.generation());
+    altered
+}
+
+/// Every row of `auth.user_sessions`, every column, as text: to prove a call changed nothing.
+async fn all_rows(db: &TestDb) -> Vec<String> {
+    db.client()
+        .await
+        .query(
+            "SELECT s::text FROM auth.user_sessions s ORDER BY user_id, id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// The repository finds nothing for `presented`, validation and rotation call it unknown, and
+/// no row changes.
+async fn assert_unknown_and_inert(db: &TestDb, repo: &SessionRepo, presented: &str, what: &str) {
+    let before = all_rows(db).await;
+    assert_eq!(
+        repo.find_by_token(presented).await.unwrap(),
+        None,
+        "find_by_token: {what}"
+    );
+    assert_eq!(
+        repo.validate(presented).await.unwrap(),
+        Validation::Unknown,
+        "validate: {what}"
+    );
+    assert_eq!(
+        repo.rotate(presented).await.unwrap(),
+        Rotation::Unknown,
+        "rotate: {what}"
+    );
+    assert_eq!(all_rows(db).await, before, "rows changed: {what}");
+}
+
+async fn rotated(repo: &SessionRepo, token: &RefreshToken) -> RefreshToken {
+    match repo.rotate(token.expose_secret()).await.unwrap() {
+        Rotation::Rotated { token, .. } => token,
+        other => panic!("expected Rotated, got {other:?}"),
+    }
+}
+
+/// Whether a session's row is revoked (a tombstone), read directly.
+async fn is_revoked(db: &TestDb, session: SessionKey) -> bool {
+    db.client()
+        .await
+        .query_one(
+            "SELECT revoked_at IS NOT NULL FROM auth.user_sessions WHERE user_id = $1 AND id = $2",
+            &[&session.user_id, &session.session_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
 
 fn laptop(user_id: Uuid) -> NewSession {
     NewSession::new(user_id, DAY)
@@ -39,47 +141,91 @@ async fn create_then_find_by_token_round_trips_every_field() {
     );
     assert_eq!(created.last_active_at, created.created_at);
 
+    // The token carries the session's key and starts at generation 0.
+    assert_eq!(token.session_key(), created.key());
+    assert_eq!((token.user_id(), token.session_id()), (user, created.id));
+    assert_eq!(token.generation(), 0);
+    assert!(token.expose_secret().starts_with(TOKEN_PREFIX));
+    assert_eq!(token.expose_secret().len(), 101);
+
     let found = db.repo.find_by_token(token.expose_secret()).await.unwrap();
     assert_eq!(found.as_ref(), Some(&created));
-    let by_hash = db.repo.find_by_token_hash(&token.hash()).await.unwrap();
-    assert_eq!(by_hash, Some(created.clone()));
+    let found = db.repo.find_by_token(token.expose_secret()).await.unwrap();
+    assert_eq!(found, Some(created.clone()), "lookups change nothing");
 
-    // Only the hash is stored, never the token.
+    // Only the hash is stored, never the token, under the key the token carries.
     let client = db.client().await;
     let row = client
         .query_one(
-            "SELECT refresh_token_hash FROM auth.user_sessions WHERE id = $1",
-            &[&created.id],
+            "SELECT refresh_token_hash, generation FROM auth.user_sessions \
+             WHERE user_id = $1 AND id = $2",
+            &[&user, &created.id],
         )
         .await
         .unwrap();
     let stored: String = row.get(0);
+    let generation: i32 = row.get(1);
     assert_eq!(stored, token.hash().as_str());
+    assert_eq!(stored, hex::encode(Sha256::digest(token.expose_secret())));
     assert_ne!(stored, token.expose_secret());
+    assert_eq!(generation, 0);
 }
 
 #[tokio::test]
 async fn unknown_tokens_are_none_and_malformed_tokens_are_rejected() {
     let db = TestDb::new().await;
-    let stranger = RefreshToken::generate().unwrap();
-    assert_eq!(
-        db.repo
-            .find_by_token(stranger.expose_secret())
-            .await
-            .unwrap(),
-        None
-    );
-    for bad in [
-        "",
-        "short",
-        "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
-        "a\0b",
+    let user = db.user().await;
+    let (_, real) = db.repo.create(&laptop(user)).await.unwrap();
+    // Well formed but never stored: for a user that does not exist, and for a real user.
+    for stranger in [
+        RefreshToken::generate(Uuid::new_v4()).unwrap(),
+        RefreshToken::generate(user).unwrap(),
     ] {
-        assert!(matches!(
-            db.repo.find_by_token(bad).await,
-            Err(Error::MalformedToken)
-        ));
+        assert_unknown_and_inert(
+            &db,
+            &db.repo,
+            stranger.expose_secret(),
+            "a token never stored",
+        )
+        .await;
     }
+
+    let text = real.expose_secret();
+    let mut flipped = text.as_bytes().to_vec();
+    flipped[40] = if flipped[40] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    for bad in [
+        String::new(),
+        "short".to_owned(),
+        "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!".to_owned(),
+        "a\0b".to_owned(),
+        // The previous format: 43 characters of base64url.
+        URL_SAFE_NO_PAD.encode([7u8; 32]),
+        format!("{TOKEN_PREFIX}{}", "!".repeat(96)),
+        text[..text.len() - 1].to_owned(),
+        format!("{text}A"),
+        format!("asr2_{}", &text[TOKEN_PREFIX.len()..]),
+        format!(" {}", &text[1..]),
+        text.to_uppercase(),
+        flipped,
+    ] {
+        assert!(
+            matches!(
+                db.repo.find_by_token(&bad).await,
+                Err(Error::MalformedToken)
+            ),
+            "find_by_token({bad:?})"
+        );
+        assert!(
+            matches!(db.repo.validate(&bad).await, Err(Error::MalformedToken)),
+            "validate({bad:?})"
+        );
+        assert!(
+            matches!(db.repo.rotate(&bad).await, Err(Error::MalformedToken)),
+            "rotate({bad:?})"
+        );
+    }
+    assert!(db.repo.find_by_token(text).await.unwrap().is_some());
 }
 
 #[tokio::test]
@@ -97,8 +243,8 @@ async fn expiry_boundary_is_decided_by_the_database_clock() {
     tx.execute(set_expiry, &[&session.id, &"0 seconds"])
         .await
         .unwrap();
-    let at_now = q::get_session_by_token_hash()
-        .bind(&tx, &hash.as_str(), &None)
+    let at_now = q::get_session_by_token()
+        .bind(&tx, &user, &session.id, &hash.as_str(), &None)
         .opt()
         .await
         .unwrap();
@@ -109,8 +255,8 @@ async fn expiry_boundary_is_decided_by_the_database_clock() {
     tx.execute(set_expiry, &[&session.id, &"1 microsecond"])
         .await
         .unwrap();
-    let just_after = q::get_session_by_token_hash()
-        .bind(&tx, &hash.as_str(), &None)
+    let just_after = q::get_session_by_token()
+        .bind(&tx, &user, &session.id, &hash.as_str(), &None)
         .opt()
         .await
         .unwrap();
@@ -119,7 +265,7 @@ async fn expiry_boundary_is_decided_by_the_database_clock() {
         .await
         .unwrap();
     let deleted = q::delete_expired_sessions()
-        .bind(&tx, &None)
+        .bind(&tx, &None, &RETENTION_SECONDS)
         .one()
         .await
         .unwrap();
@@ -133,8 +279,16 @@ async fn expiry_boundary_is_decided_by_the_database_clock() {
         None
     );
     assert_eq!(
-        db.repo.record_activity(session.id, None).await.unwrap(),
+        db.repo.record_activity(session.key(), None).await.unwrap(),
         None
+    );
+    assert_eq!(
+        db.repo.validate(token.expose_secret()).await.unwrap(),
+        Validation::Expired
+    );
+    assert_eq!(
+        db.repo.rotate(token.expose_secret()).await.unwrap(),
+        Rotation::Expired
     );
     assert_eq!(db.repo.count_live(user).await.unwrap(), 0);
     assert!(db.repo.list_devices(user).await.unwrap().is_empty());
@@ -165,7 +319,7 @@ async fn listing_shows_live_devices_most_recent_first_without_secrets() {
     let (_, other_token) = db.repo.create(&laptop(other_user)).await.unwrap();
     db.expire(gone.id).await;
     db.repo
-        .record_activity(phone.id, None)
+        .record_activity(phone.key(), None)
         .await
         .unwrap()
         .unwrap();
@@ -209,7 +363,7 @@ async fn record_activity_moves_last_active_and_updates_the_address() {
     tokio::time::sleep(Duration::from_millis(20)).await;
 
     let at = repo
-        .record_activity(session.id, None)
+        .record_activity(session.key(), None)
         .await
         .unwrap()
         .expect("live session");
@@ -233,7 +387,7 @@ async fn record_activity_moves_last_active_and_updates_the_address() {
 
     let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x42));
     db.repo
-        .record_activity(session.id, Some(v6))
+        .record_activity(session.key(), Some(v6))
         .await
         .unwrap()
         .unwrap();
@@ -244,10 +398,23 @@ async fn record_activity_moves_last_active_and_updates_the_address() {
         .unwrap();
     assert_eq!(found.ip_address, Some(v6));
 
-    assert_eq!(
-        repo.record_activity(Uuid::new_v4(), None).await.unwrap(),
-        None
-    );
+    // A key that names no session of its user matches nothing and writes nothing: an unknown
+    // session id, and this session's id under another (real) user.
+    let other_user = db.user().await;
+    repo.create(&laptop(other_user)).await.unwrap();
+    let before = all_rows(&db).await;
+    for key in [
+        SessionKey::new(user, Uuid::new_v4()),
+        SessionKey::new(other_user, session.id),
+        SessionKey::new(Uuid::new_v4(), session.id),
+    ] {
+        assert_eq!(
+            repo.record_activity(key, Some(v6)).await.unwrap(),
+            None,
+            "{key:?}"
+        );
+    }
+    assert_eq!(all_rows(&db).await, before);
 }
 
 #[tokio::test]
@@ -291,10 +458,23 @@ async fn revoke_needs_the_owner() {
     let intruder = db.user().await;
     let (session, token) = db.repo.create(&laptop(owner)).await.unwrap();
 
+    db.repo.create(&laptop(intruder)).await.unwrap();
+    let before = all_rows(&db).await;
     assert!(
-        !db.repo.revoke(session.id, intruder).await.unwrap(),
-        "wrong user deletes nothing"
+        !db.repo
+            .revoke(SessionKey::new(intruder, session.id))
+            .await
+            .unwrap(),
+        "wrong user revokes nothing"
     );
+    assert!(
+        !db.repo
+            .revoke(SessionKey::new(owner, Uuid::new_v4()))
+            .await
+            .unwrap(),
+        "unknown session id revokes nothing"
+    );
+    assert_eq!(all_rows(&db).await, before);
     assert!(
         db.repo
             .find_by_token(token.expose_secret())
@@ -302,7 +482,7 @@ async fn revoke_needs_the_owner() {
             .unwrap()
             .is_some()
     );
-    assert!(db.repo.revoke(session.id, owner).await.unwrap());
+    assert!(db.repo.revoke(session.key()).await.unwrap());
     assert!(
         db.repo
             .find_by_token(token.expose_secret())
@@ -310,10 +490,21 @@ async fn revoke_needs_the_owner() {
             .unwrap()
             .is_none()
     );
-    assert!(
-        !db.repo.revoke(session.id, owner).await.unwrap(),
-        "already gone"
+    // The row stays as a tombstone, so the token is reported as revoked, not unknown.
+    assert_eq!(
+        db.repo.validate(token.expose_secret()).await.unwrap(),
+        Validation::Revoked(RevokeReason::User)
     );
+    assert_eq!(
+        db.repo.rotate(token.expose_secret()).await.unwrap(),
+        Rotation::Revoked(RevokeReason::User)
+    );
+    assert!(is_revoked(&db, session.key()).await);
+    assert!(
+        !db.repo.revoke(session.key()).await.unwrap(),
+        "already revoked"
+    );
+    assert_eq!(db.repo.count_live(intruder).await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -322,15 +513,23 @@ async fn revoke_all_except_keeps_the_current_session_and_other_users() {
     let user = db.user().await;
     let neighbour = db.user().await;
     let (current, current_token) = db.repo.create(&laptop(user)).await.unwrap();
+    let mut others = Vec::new();
     for _ in 0..3 {
-        db.repo.create(&laptop(user)).await.unwrap();
+        others.push(db.repo.create(&laptop(user)).await.unwrap().0);
     }
-    db.repo.create(&laptop(neighbour)).await.unwrap();
+    let (expired, _) = db.repo.create(&laptop(user)).await.unwrap();
+    db.expire(expired.id).await;
+    let (theirs, _) = db.repo.create(&laptop(neighbour)).await.unwrap();
 
-    assert_eq!(
-        db.repo.revoke_all_except(user, current.id).await.unwrap(),
-        3
+    assert_eq!(db.repo.revoke_all_except(current.key()).await.unwrap(), 3);
+    for other in &others {
+        assert!(is_revoked(&db, other.key()).await);
+    }
+    assert!(
+        !is_revoked(&db, expired.key()).await,
+        "expired sessions are left to cleanup"
     );
+    assert!(!is_revoked(&db, theirs.key()).await);
     assert_eq!(db.repo.count_live(user).await.unwrap(), 1);
     assert!(
         db.repo
@@ -340,19 +539,26 @@ async fn revoke_all_except_keeps_the_current_session_and_other_users() {
             .is_some()
     );
     assert_eq!(db.repo.count_live(neighbour).await.unwrap(), 1);
-    assert_eq!(
-        db.repo.revoke_all_except(user, current.id).await.unwrap(),
-        0
-    );
+    assert_eq!(db.repo.revoke_all_except(current.key()).await.unwrap(), 0);
+
+    // Keeping a session of another user never reaches across users: with this user's session
+    // id and the neighbour's user id, this user's current session stays live.
+    db.repo
+        .revoke_all_except(SessionKey::new(neighbour, current.id))
+        .await
+        .unwrap();
+    assert!(!is_revoked(&db, current.key()).await);
+    assert_eq!(db.repo.count_live(user).await.unwrap(), 1);
 }
 
 #[tokio::test]
-async fn revoke_all_removes_every_session_of_the_user_only() {
+async fn revoke_all_revokes_every_unexpired_session_of_the_user_only() {
     let db = TestDb::new().await;
     let user = db.user().await;
     let neighbour = db.user().await;
+    let mut tokens = Vec::new();
     for _ in 0..3 {
-        db.repo.create(&laptop(user)).await.unwrap();
+        tokens.push(db.repo.create(&laptop(user)).await.unwrap().1);
     }
     let (expired, _) = db.repo.create(&laptop(user)).await.unwrap();
     db.expire(expired.id).await;
@@ -360,12 +566,24 @@ async fn revoke_all_removes_every_session_of_the_user_only() {
 
     assert_eq!(
         db.repo.revoke_all(user).await.unwrap(),
-        4,
-        "expired ones go too"
+        3,
+        "expired sessions are left to cleanup"
     );
+    assert!(!is_revoked(&db, expired.key()).await);
+    for token in &tokens {
+        assert!(is_revoked(&db, token.session_key()).await);
+        assert_eq!(
+            db.repo.validate(token.expose_secret()).await.unwrap(),
+            Validation::Revoked(RevokeReason::User)
+        );
+    }
     assert_eq!(db.repo.count_live(user).await.unwrap(), 0);
     assert_eq!(db.repo.count_live(neighbour).await.unwrap(), 1);
+    assert_eq!(db.repo.revoke_all(user).await.unwrap(), 0, "nothing left");
     assert_eq!(db.repo.revoke_all(Uuid::new_v4()).await.unwrap(), 0);
+    // Cleanup removes the expired one; the tombstones stay for their retention.
+    assert_eq!(db.repo.delete_expired().await.unwrap(), 1);
+    assert_eq!(db.session_rows().await, 4);
 }
 
 #[tokio::test]
@@ -388,6 +606,85 @@ async fn counts_and_cleanup_exclude_and_remove_only_expired_sessions() {
 }
 
 #[tokio::test]
+async fn cleanup_deletes_tombstones_only_after_their_retention() {
+    let db = TestDb::new().await;
+    let user = db.user().await;
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default().tombstone_retention(Duration::from_secs(3600)),
+    );
+    assert_eq!(repo.policy().tombstone_retention, Duration::from_secs(3600));
+    assert_eq!(
+        SessionPolicy::default().tombstone_retention,
+        Duration::from_secs(RETENTION_SECONDS as u64),
+        "default: 7 days"
+    );
+    let (live, live_token) = repo.create(&laptop(user)).await.unwrap();
+    let mut tombstones = Vec::new();
+    for _ in 0..3 {
+        let (session, token) = repo.create(&laptop(user)).await.unwrap();
+        assert!(repo.revoke(session.key()).await.unwrap());
+        tombstones.push((session, token));
+    }
+    let age = async |session: &auth_sessions::Session, by: &str| {
+        let updated = db
+            .client()
+            .await
+            .execute(
+                "UPDATE auth.user_sessions SET revoked_at = now() - $3::text::interval \
+                 WHERE user_id = $1 AND id = $2",
+                &[&session.user_id, &session.id, &by],
+            )
+            .await
+            .unwrap();
+        assert_eq!(updated, 1);
+    };
+    // One tombstone revoked two hours ago, one 59 minutes ago, one just now.
+    age(&tombstones[0].0, "2 hours").await;
+    age(&tombstones[1].0, "59 minutes").await;
+
+    // The default retention (7 days) keeps all three.
+    assert_eq!(db.repo.delete_expired().await.unwrap(), 0);
+    assert_eq!(db.repo.delete_expired_batch(10).await.unwrap(), 0);
+    assert_eq!(db.session_rows().await, 4);
+
+    // One hour: only the oldest goes; its token is then unknown, the others' still revoked.
+    assert_eq!(repo.delete_expired().await.unwrap(), 1);
+    assert_eq!(db.session_rows().await, 3);
+    assert_eq!(
+        repo.validate(tombstones[0].1.expose_secret())
+            .await
+            .unwrap(),
+        Validation::Unknown
+    );
+    for (_, token) in &tombstones[1..] {
+        assert_eq!(
+            repo.validate(token.expose_secret()).await.unwrap(),
+            Validation::Revoked(RevokeReason::User)
+        );
+    }
+
+    // The batched cleanup applies the same retention.
+    age(&tombstones[1].0, "61 minutes").await;
+    assert_eq!(repo.delete_expired_batch(10).await.unwrap(), 1);
+    assert_eq!(repo.delete_expired_batch(10).await.unwrap(), 0);
+    assert_eq!(db.session_rows().await, 2);
+    assert_eq!(
+        repo.validate(tombstones[2].1.expose_secret())
+            .await
+            .unwrap(),
+        Validation::Revoked(RevokeReason::User)
+    );
+    // The live session is untouched throughout.
+    assert_eq!(
+        repo.find_by_token(live_token.expose_secret())
+            .await
+            .unwrap(),
+        Some(live)
+    );
+}
+
+#[tokio::test]
 async fn deleting_a_user_cascades_to_their_sessions() {
     let db = TestDb::new().await;
     let user = db.user().await;
@@ -401,22 +698,66 @@ async fn deleting_a_user_cascades_to_their_sessions() {
 }
 
 #[tokio::test]
-async fn duplicate_token_hash_is_its_own_error_and_prints_no_secret() {
+async fn duplicate_session_is_its_own_error_and_prints_no_secret() {
     let db = TestDb::new().await;
     let user = db.user().await;
-    let token = RefreshToken::generate().unwrap();
-    db.repo
+    let token = RefreshToken::generate(user).unwrap();
+    let created = db
+        .repo
         .create_with_token(&laptop(user), &token)
         .await
         .unwrap();
+    assert_eq!(created.key(), token.session_key());
+    assert_eq!(
+        db.repo.find_by_token(token.expose_secret()).await.unwrap(),
+        Some(created.clone())
+    );
     let err = db
         .repo
         .create_with_token(&laptop(user), &token)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::DuplicateTokenHash), "{err:?}");
+    assert!(matches!(err, Error::DuplicateSession), "{err:?}");
     let printed = format!("{err} {err:?}");
     assert!(!printed.contains(token.hash().as_str()) && !printed.contains(token.expose_secret()));
+
+    // Any token of the session's chain names the same session: its successor, and the
+    // original once replaced.
+    let next = rotated(&db.repo, &token).await;
+    assert_eq!(next.session_key(), token.session_key());
+    for again in [&next, &token] {
+        let err = db
+            .repo
+            .create_with_token(&laptop(user), again)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::DuplicateSession), "{err:?}");
+    }
+    assert_eq!(db.session_rows().await, 1);
+    // The failed creates left the session as it was: live under its current token.
+    let found = db
+        .repo
+        .find_by_token(next.expose_secret())
+        .await
+        .unwrap()
+        .expect("still live");
+    assert_eq!(
+        (found.key(), found.expires_at, found.device_info),
+        (created.key(), created.expires_at, created.device_info)
+    );
+
+    // A token minted for another user is refused, and nothing is written.
+    let other = db.user().await;
+    let foreign = RefreshToken::generate(other).unwrap();
+    let err = db
+        .repo
+        .create_with_token(&laptop(user), &foreign)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput { field: "token", .. }),
+        "{err:?}"
+    );
     assert_eq!(db.session_rows().await, 1);
 }
 
@@ -551,7 +892,7 @@ async fn other_database_failures_are_database_errors_without_row_values() {
         )
         .await
         .unwrap();
-    let again = RefreshToken::generate().unwrap();
+    let again = RefreshToken::generate(user).unwrap();
     let err = db
         .repo
         .create_with_token(&laptop(user), &again)
@@ -582,15 +923,107 @@ async fn other_database_failures_are_database_errors_without_row_values() {
 }
 
 #[tokio::test]
-async fn token_hashes_from_elsewhere_are_validated() {
+async fn a_forged_token_for_an_existing_session_is_unknown_and_revokes_nothing() {
     let db = TestDb::new().await;
     let user = db.user().await;
     let (session, token) = db.repo.create(&laptop(user)).await.unwrap();
-    let parsed = TokenHash::from_hex(token.hash().as_str()).unwrap();
-    let found = db.repo.find_by_token_hash(&parsed).await.unwrap().unwrap();
-    assert_eq!(found.id, session.id);
-    assert!(matches!(
-        TokenHash::from_hex(&token.hash().as_str().to_uppercase()),
-        Err(Error::MalformedToken)
-    ));
+    let forge = |generation: u32| encode_token(user, session.id, generation, &[0x5a; 32]);
+
+    // The session's ids and current generation with another secret; and the next generation,
+    // which is not the successor the rotation key derives.
+    for generation in [0, 1, 2, 1000] {
+        assert_unknown_and_inert(&db, &db.repo, &forge(generation), "forged").await;
+    }
+    // After two rotations, an older generation must be proven an ancestor of the current token
+    // by deriving forward; a forged one is not, and revokes nothing.
+    let current = rotated(&db.repo, &rotated(&db.repo, &token).await).await;
+    assert_eq!(current.generation(), 2);
+    for generation in [0, 1, 2, 3] {
+        assert_unknown_and_inert(&db, &db.repo, &forge(generation), "forged, after rotations")
+            .await;
+    }
+    assert_eq!(
+        db.repo
+            .find_by_token(current.expose_secret())
+            .await
+            .unwrap()
+            .map(|s| s.key()),
+        Some(session.key())
+    );
+}
+
+#[tokio::test]
+async fn a_token_whose_user_id_was_altered_finds_nothing_and_changes_nothing() {
+    let db = TestDb::new().await;
+    let victim = db.user().await;
+    let other = db.user().await;
+    let (session, token) = db.repo.create(&laptop(victim)).await.unwrap();
+    // The other user is real and has sessions of their own.
+    let (others_session, others_token) = db.repo.create(&laptop(other)).await.unwrap();
+    db.repo.create(&laptop(other)).await.unwrap();
+
+    // To a user that does not exist, and to the real other user.
+    for user in [Uuid::new_v4(), other] {
+        assert_unknown_and_inert(&db, &db.repo, &with_user_id(&token, user), "altered user").await;
+    }
+    // The other user's token moved to the victim's id does not reach the victim's session.
+    assert_unknown_and_inert(
+        &db,
+        &db.repo,
+        &with_user_id(&others_token, victim),
+        "altered to the victim",
+    )
+    .await;
+
+    // Even when the other user has a session with the very same session id (the primary key is
+    // (user_id, id)), the altered token's hash differs from that session's.
+    let twin = RefreshToken::parse(&encode_token(other, session.id, 0, &[0x11; 32])).unwrap();
+    let twin_session = db
+        .repo
+        .create_with_token(&laptop(other), &twin)
+        .await
+        .unwrap();
+    assert_eq!(twin_session.key(), SessionKey::new(other, session.id));
+    assert_unknown_and_inert(
+        &db,
+        &db.repo,
+        &with_user_id(&token, other),
+        "same session id, generation 0",
+    )
+    .await;
+    // Or a later generation: the altered token then claims an older one, which does not derive
+    // forward to the stored hash, so nothing is revoked.
+    let twin_current = rotated(&db.repo, &rotated(&db.repo, &twin).await).await;
+    assert_unknown_and_inert(
+        &db,
+        &db.repo,
+        &with_user_id(&token, other),
+        "same session id, stale generation",
+    )
+    .await;
+    let next = rotated(&db.repo, &token).await;
+    assert_unknown_and_inert(
+        &db,
+        &db.repo,
+        &with_user_id(&next, other),
+        "same session id, rotated token",
+    )
+    .await;
+
+    // Every real token still opens its own session, and only its own.
+    for (presented, key) in [
+        (&next, session.key()),
+        (&others_token, others_session.key()),
+        (&twin_current, twin_session.key()),
+    ] {
+        let found = db
+            .repo
+            .find_by_token(presented.expose_secret())
+            .await
+            .unwrap()
+            .expect("live");
+        assert_eq!(found.key(), key);
+    }
+    assert_eq!(db.repo.count_live(victim).await.unwrap(), 1);
+    assert_eq!(db.repo.count_live(other).await.unwrap(), 3);
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use auth_sessions::{NewSession, RefreshToken, Rotation};
+use auth_sessions::{Error, NewSession, RefreshToken, Rotation};
 use common::TestDb;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -53,11 +53,13 @@ async fn spans_name_the_operation_count_rows_and_time_it_without_secrets() {
         panic!("rotation")
     };
     db.repo.list_devices(user).await.unwrap();
-    db.repo.record_activity(session.id, None).await.unwrap();
+    db.repo.record_activity(session.key(), None).await.unwrap();
     db.repo.count_live(user).await.unwrap();
-    // An error: its event must not carry the token hash either.
-    db.repo.create_with_token(&new, &next).await.unwrap_err();
-    let stranger = RefreshToken::generate().unwrap();
+    // An error (the rotated token's session exists): its event must not carry the token or
+    // its hash either.
+    let err = db.repo.create_with_token(&new, &next).await.unwrap_err();
+    assert!(matches!(err, Error::DuplicateSession), "{err:?}");
+    let stranger = RefreshToken::generate(user).unwrap();
     db.repo.create_with_token(&new, &stranger).await.unwrap();
     db.repo.revoke_all(user).await.unwrap();
     db.repo.delete_expired_batch(100).await.unwrap();
@@ -66,7 +68,7 @@ async fn spans_name_the_operation_count_rows_and_time_it_without_secrets() {
     let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     for (span, rows) in [
         ("create", "rows=1"),
-        ("find_by_token_hash", "rows=1"),
+        ("find_by_token", "rows=1"),
         ("validate", "rows=1"),
         ("rotate", "rows=1"),
         ("list_devices", "rows=1"),
@@ -87,7 +89,7 @@ async fn spans_name_the_operation_count_rows_and_time_it_without_secrets() {
         assert!(line.contains("time.busy="), "{span} is timed: {line}");
     }
     assert!(
-        log.contains("a session with this refresh token hash already exists"),
+        log.contains("a session with this id already exists"),
         "{log}"
     );
     for token in [&token, &next, &stranger] {

@@ -1,7 +1,8 @@
 //! `auth-sessions`: operate the session store without writing SQL.
 //!
 //! Exit codes: 0 success, 1 the operation failed, 2 bad arguments, 3 the database is
-//! unreachable or the URL is invalid, 4 nothing matched (`revoke --session`).
+//! unreachable or the URL is invalid, 4 nothing matched (`revoke --session`). `distribute` on a
+//! database without Citus exits with 2: the command does not apply there.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -10,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use auth_sessions::{
-    DEFAULT_DATABASE_URL, Error, PoolSettings, SessionPolicy, SessionRepo, build_pool, migrate,
-    migration_status,
+    DEFAULT_DATABASE_URL, Error, PoolSettings, SessionKey, SessionPolicy, SessionRepo, build_pool,
+    distribute, migrate, migration_status,
 };
 use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
@@ -67,6 +68,13 @@ enum Command {
     },
     /// Session counts, the largest per-user count, table and index sizes.
     Stats,
+    /// On a database with the citus extension: distribute users and sessions by user id
+    /// (co-located) and the session functions on their user-id argument. Run after migrate.
+    Distribute {
+        /// Shards per table (default: Citus's citus.shard_count).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        shard_count: Option<u32>,
+    },
     /// A user's live sessions (never a token hash).
     List {
         /// The user.
@@ -98,6 +106,7 @@ struct RevokeTarget {
 }
 
 const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
 const EXIT_UNAVAILABLE: u8 = 3;
 const EXIT_NOT_FOUND: u8 = 4;
 
@@ -129,6 +138,8 @@ fn main() -> ExitCode {
             eprintln!("error: {}", describe(&err));
             let code = match err {
                 Error::Connect(_) | Error::Config(_) | Error::PoolTimeout => EXIT_UNAVAILABLE,
+                // The command does not apply to this database: a usage error.
+                Error::CitusUnavailable => EXIT_USAGE,
                 _ => EXIT_FAILED,
             };
             ExitCode::from(code)
@@ -197,6 +208,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             println!("table size            {}", bytes(stats.table_bytes));
             println!("index size            {}", bytes(stats.index_bytes));
         }
+        Command::Distribute { shard_count } => {
+            let report = distribute(&pool, shard_count).await?;
+            for table in &report.tables {
+                println!("distributed table {table}");
+            }
+            for function in &report.functions {
+                println!("distributed function auth.{function} on its user id");
+            }
+            println!(
+                "{} table(s) and {} function(s) distributed, {} and {} already",
+                report.tables.len(),
+                report.functions.len(),
+                report.tables_already.len(),
+                report.functions_already.len()
+            );
+        }
         Command::List { user } => {
             let devices = repo.list_devices(user).await?;
             println!(
@@ -217,7 +244,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Revoke { user, target } => {
             if let Some(session) = target.session {
-                if !repo.revoke(session, user).await? {
+                if !repo.revoke(SessionKey::new(user, session)).await? {
                     eprintln!("no unrevoked session {session} of user {user}");
                     return Ok(ExitCode::from(EXIT_NOT_FOUND));
                 }
@@ -225,7 +252,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             } else if let Some(keep) = target.all_except {
                 println!(
                     "revoked {} session(s)",
-                    repo.revoke_all_except(user, keep).await?
+                    repo.revoke_all_except(SessionKey::new(user, keep)).await?
                 );
             } else {
                 println!("revoked {} session(s)", repo.revoke_all(user).await?);

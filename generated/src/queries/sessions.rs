@@ -3,6 +3,8 @@
 #[derive(Debug)]
 pub struct CreateSessionParams<T1: crate::StringSql, T2: crate::StringSql, T3: crate::StringSql> {
     pub user_id: uuid::Uuid,
+    pub id: uuid::Uuid,
+    pub generation: i32,
     pub refresh_token_hash: T1,
     pub device_info: Option<T2>,
     pub ip_address: Option<std::net::IpAddr>,
@@ -13,7 +15,9 @@ pub struct CreateSessionParams<T1: crate::StringSql, T2: crate::StringSql, T3: c
     pub evict: bool,
 }
 #[derive(Debug)]
-pub struct GetSessionByTokenHashParams<T1: crate::StringSql> {
+pub struct GetSessionByTokenParams<T1: crate::StringSql> {
+    pub user_id: uuid::Uuid,
+    pub id: uuid::Uuid,
     pub refresh_token_hash: T1,
     pub idle_seconds: Option<i64>,
 }
@@ -23,7 +27,13 @@ pub struct GetUserSessionsParams {
     pub idle_seconds: Option<i64>,
 }
 #[derive(Clone, Copy, Debug)]
+pub struct CountUserSessionsParams {
+    pub user_id: uuid::Uuid,
+    pub idle_seconds: Option<i64>,
+}
+#[derive(Clone, Copy, Debug)]
 pub struct UpdateSessionActivityParams {
+    pub user_id: uuid::Uuid,
     pub id: uuid::Uuid,
     pub idle_seconds: Option<i64>,
     pub ip_address: Option<std::net::IpAddr>,
@@ -31,8 +41,8 @@ pub struct UpdateSessionActivityParams {
 }
 #[derive(Clone, Copy, Debug)]
 pub struct RevokeSessionParams {
-    pub id: uuid::Uuid,
     pub user_id: uuid::Uuid,
+    pub id: uuid::Uuid,
 }
 #[derive(Clone, Copy, Debug)]
 pub struct RevokeAllSessionsExceptCurrentParams {
@@ -40,87 +50,89 @@ pub struct RevokeAllSessionsExceptCurrentParams {
     pub current_id: uuid::Uuid,
 }
 #[derive(Clone, Copy, Debug)]
-pub struct DeleteIdleSessionsBatchParams {
-    pub idle_seconds: i64,
-    pub batch_size: i64,
-}
-#[derive(Clone, Copy, Debug)]
-pub struct CountUserSessionsParams {
+pub struct RevokeReusedSessionParams {
     pub user_id: uuid::Uuid,
+    pub id: uuid::Uuid,
     pub idle_seconds: Option<i64>,
 }
 #[derive(Debug)]
 pub struct RotateSessionParams<T1: crate::StringSql, T2: crate::StringSql> {
+    pub user_id: uuid::Uuid,
+    pub id: uuid::Uuid,
+    pub generation: i32,
     pub presented_hash: T1,
     pub successor_hash: T2,
     pub idle_seconds: Option<i64>,
     pub grace_seconds: i64,
 }
 #[derive(Debug)]
-pub struct ValidateSessionParams<T1: crate::StringSql> {
+pub struct ValidateSessionParams<T1: crate::StringSql, T2: crate::StringSql> {
+    pub generation: i32,
     pub presented_hash: T1,
-    pub idle_seconds: Option<i64>,
+    pub successor_hash: T2,
     pub grace_seconds: i64,
+    pub idle_seconds: Option<i64>,
+    pub user_id: uuid::Uuid,
+    pub id: uuid::Uuid,
+}
+#[derive(Clone, Copy, Debug)]
+pub struct DeleteExpiredSessionsParams {
+    pub idle_seconds: Option<i64>,
+    pub retention_seconds: i64,
+}
+#[derive(Clone, Copy, Debug)]
+pub struct DeleteRevokedSessionsBatchParams {
+    pub retention_seconds: i64,
+    pub batch_size: i64,
+}
+#[derive(Clone, Copy, Debug)]
+pub struct DeleteIdleSessionsBatchParams {
+    pub idle_seconds: i64,
+    pub batch_size: i64,
 }
 #[derive(Debug, Clone, PartialEq)]
-pub struct AuthUserSession {
+pub struct NewSessionRow {
     pub id: uuid::Uuid,
     pub user_id: uuid::Uuid,
-    pub refresh_token_hash: String,
     pub device_info: Option<String>,
     pub ip_address: Option<std::net::IpAddr>,
     pub user_agent: Option<String>,
     pub last_active_at: chrono::DateTime<chrono::Utc>,
     pub expires_at: chrono::DateTime<chrono::Utc>,
     pub created_at: chrono::DateTime<chrono::Utc>,
-    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub revoked_reason: Option<String>,
-    pub rotated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
-pub struct AuthUserSessionBorrowed<'a> {
+pub struct NewSessionRowBorrowed<'a> {
     pub id: uuid::Uuid,
     pub user_id: uuid::Uuid,
-    pub refresh_token_hash: &'a str,
     pub device_info: Option<&'a str>,
     pub ip_address: Option<std::net::IpAddr>,
     pub user_agent: Option<&'a str>,
     pub last_active_at: chrono::DateTime<chrono::Utc>,
     pub expires_at: chrono::DateTime<chrono::Utc>,
     pub created_at: chrono::DateTime<chrono::Utc>,
-    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub revoked_reason: Option<&'a str>,
-    pub rotated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
-impl<'a> From<AuthUserSessionBorrowed<'a>> for AuthUserSession {
+impl<'a> From<NewSessionRowBorrowed<'a>> for NewSessionRow {
     fn from(
-        AuthUserSessionBorrowed {
+        NewSessionRowBorrowed {
             id,
             user_id,
-            refresh_token_hash,
             device_info,
             ip_address,
             user_agent,
             last_active_at,
             expires_at,
             created_at,
-            revoked_at,
-            revoked_reason,
-            rotated_at,
-        }: AuthUserSessionBorrowed<'a>,
+        }: NewSessionRowBorrowed<'a>,
     ) -> Self {
         Self {
             id,
             user_id,
-            refresh_token_hash: refresh_token_hash.into(),
             device_info: device_info.map(|v| v.into()),
             ip_address,
             user_agent: user_agent.map(|v| v.into()),
             last_active_at,
             expires_at,
             created_at,
-            revoked_at,
-            revoked_reason: revoked_reason.map(|v| v.into()),
-            rotated_at,
         }
     }
 }
@@ -213,6 +225,72 @@ pub struct SessionActivity {
     pub last_active_at: chrono::DateTime<chrono::Utc>,
     pub written: bool,
 }
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionOutcome {
+    pub outcome: String,
+    pub state: String,
+    pub generation: i32,
+    pub stale_hash: Option<String>,
+    pub id: uuid::Uuid,
+    pub user_id: uuid::Uuid,
+    pub device_info: Option<String>,
+    pub ip_address: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+    pub last_active_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_reason: Option<String>,
+}
+pub struct SessionOutcomeBorrowed<'a> {
+    pub outcome: &'a str,
+    pub state: &'a str,
+    pub generation: i32,
+    pub stale_hash: Option<&'a str>,
+    pub id: uuid::Uuid,
+    pub user_id: uuid::Uuid,
+    pub device_info: Option<&'a str>,
+    pub ip_address: Option<std::net::IpAddr>,
+    pub user_agent: Option<&'a str>,
+    pub last_active_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_reason: Option<&'a str>,
+}
+impl<'a> From<SessionOutcomeBorrowed<'a>> for SessionOutcome {
+    fn from(
+        SessionOutcomeBorrowed {
+            outcome,
+            state,
+            generation,
+            stale_hash,
+            id,
+            user_id,
+            device_info,
+            ip_address,
+            user_agent,
+            last_active_at,
+            expires_at,
+            created_at,
+            revoked_reason,
+        }: SessionOutcomeBorrowed<'a>,
+    ) -> Self {
+        Self {
+            outcome: outcome.into(),
+            state: state.into(),
+            generation,
+            stale_hash: stale_hash.map(|v| v.into()),
+            id,
+            user_id,
+            device_info: device_info.map(|v| v.into()),
+            ip_address,
+            user_agent: user_agent.map(|v| v.into()),
+            last_active_at,
+            expires_at,
+            created_at,
+            revoked_reason: revoked_reason.map(|v| v.into()),
+        }
+    }
+}
 #[derive(Debug, Clone, PartialEq, Copy)]
 pub struct SessionStats {
     pub total: i64,
@@ -224,91 +302,25 @@ pub struct SessionStats {
     pub table_bytes: i64,
     pub index_bytes: i64,
 }
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionOutcome {
-    pub outcome: String,
-    pub id: uuid::Uuid,
-    pub user_id: uuid::Uuid,
-    pub refresh_token_hash: String,
-    pub device_info: Option<String>,
-    pub ip_address: Option<std::net::IpAddr>,
-    pub user_agent: Option<String>,
-    pub last_active_at: chrono::DateTime<chrono::Utc>,
-    pub expires_at: chrono::DateTime<chrono::Utc>,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub revoked_reason: Option<String>,
-    pub rotated_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-pub struct SessionOutcomeBorrowed<'a> {
-    pub outcome: &'a str,
-    pub id: uuid::Uuid,
-    pub user_id: uuid::Uuid,
-    pub refresh_token_hash: &'a str,
-    pub device_info: Option<&'a str>,
-    pub ip_address: Option<std::net::IpAddr>,
-    pub user_agent: Option<&'a str>,
-    pub last_active_at: chrono::DateTime<chrono::Utc>,
-    pub expires_at: chrono::DateTime<chrono::Utc>,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub revoked_reason: Option<&'a str>,
-    pub rotated_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-impl<'a> From<SessionOutcomeBorrowed<'a>> for SessionOutcome {
-    fn from(
-        SessionOutcomeBorrowed {
-            outcome,
-            id,
-            user_id,
-            refresh_token_hash,
-            device_info,
-            ip_address,
-            user_agent,
-            last_active_at,
-            expires_at,
-            created_at,
-            revoked_at,
-            revoked_reason,
-            rotated_at,
-        }: SessionOutcomeBorrowed<'a>,
-    ) -> Self {
-        Self {
-            outcome: outcome.into(),
-            id,
-            user_id,
-            refresh_token_hash: refresh_token_hash.into(),
-            device_info: device_info.map(|v| v.into()),
-            ip_address,
-            user_agent: user_agent.map(|v| v.into()),
-            last_active_at,
-            expires_at,
-            created_at,
-            revoked_at,
-            revoked_reason: revoked_reason.map(|v| v.into()),
-            rotated_at,
-        }
-    }
-}
 use crate::client::async_::GenericClient;
 use futures::{self, StreamExt, TryStreamExt};
-pub struct AuthUserSessionQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
+pub struct NewSessionRowQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
     client: &'c C,
     params: [&'a (dyn postgres_types::ToSql + Sync); N],
     query: &'static str,
     cached: Option<&'s tokio_postgres::Statement>,
-    extractor: fn(&tokio_postgres::Row) -> Result<AuthUserSessionBorrowed, tokio_postgres::Error>,
-    mapper: fn(AuthUserSessionBorrowed) -> T,
+    extractor: fn(&tokio_postgres::Row) -> Result<NewSessionRowBorrowed, tokio_postgres::Error>,
+    mapper: fn(NewSessionRowBorrowed) -> T,
 }
-impl<'c, 'a, 's, C, T: 'c, const N: usize> AuthUserSessionQuery<'c, 'a, 's, C, T, N>
+impl<'c, 'a, 's, C, T: 'c, const N: usize> NewSessionRowQuery<'c, 'a, 's, C, T, N>
 where
     C: GenericClient,
 {
     pub fn map<R>(
         self,
-        mapper: fn(AuthUserSessionBorrowed) -> R,
-    ) -> AuthUserSessionQuery<'c, 'a, 's, C, R, N> {
-        AuthUserSessionQuery {
+        mapper: fn(NewSessionRowBorrowed) -> R,
+    ) -> NewSessionRowQuery<'c, 'a, 's, C, R, N> {
+        NewSessionRowQuery {
             client: self.client,
             params: self.params,
             query: self.query,
@@ -493,6 +505,70 @@ where
         Ok(mapped)
     }
 }
+pub struct I64Query<'c, 'a, 's, C: GenericClient, T, const N: usize> {
+    client: &'c C,
+    params: [&'a (dyn postgres_types::ToSql + Sync); N],
+    query: &'static str,
+    cached: Option<&'s tokio_postgres::Statement>,
+    extractor: fn(&tokio_postgres::Row) -> Result<i64, tokio_postgres::Error>,
+    mapper: fn(i64) -> T,
+}
+impl<'c, 'a, 's, C, T: 'c, const N: usize> I64Query<'c, 'a, 's, C, T, N>
+where
+    C: GenericClient,
+{
+    pub fn map<R>(self, mapper: fn(i64) -> R) -> I64Query<'c, 'a, 's, C, R, N> {
+        I64Query {
+            client: self.client,
+            params: self.params,
+            query: self.query,
+            cached: self.cached,
+            extractor: self.extractor,
+            mapper,
+        }
+    }
+    pub async fn one(self) -> Result<T, tokio_postgres::Error> {
+        let row =
+            crate::client::async_::one(self.client, self.query, &self.params, self.cached).await?;
+        Ok((self.mapper)((self.extractor)(&row)?))
+    }
+    pub async fn all(self) -> Result<Vec<T>, tokio_postgres::Error> {
+        self.iter().await?.try_collect().await
+    }
+    pub async fn opt(self) -> Result<Option<T>, tokio_postgres::Error> {
+        let opt_row =
+            crate::client::async_::opt(self.client, self.query, &self.params, self.cached).await?;
+        Ok(opt_row
+            .map(|row| {
+                let extracted = (self.extractor)(&row)?;
+                Ok((self.mapper)(extracted))
+            })
+            .transpose()?)
+    }
+    pub async fn iter(
+        self,
+    ) -> Result<
+        impl futures::Stream<Item = Result<T, tokio_postgres::Error>> + 'c,
+        tokio_postgres::Error,
+    > {
+        let stream = crate::client::async_::raw(
+            self.client,
+            self.query,
+            crate::slice_iter(&self.params),
+            self.cached,
+        )
+        .await?;
+        let mapped = stream
+            .map(move |res| {
+                res.and_then(|row| {
+                    let extracted = (self.extractor)(&row)?;
+                    Ok((self.mapper)(extracted))
+                })
+            })
+            .into_stream();
+        Ok(mapped)
+    }
+}
 pub struct SessionActivityQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
     client: &'c C,
     params: [&'a (dyn postgres_types::ToSql + Sync); N],
@@ -624,20 +700,23 @@ where
         Ok(mapped)
     }
 }
-pub struct I64Query<'c, 'a, 's, C: GenericClient, T, const N: usize> {
+pub struct SessionOutcomeQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
     client: &'c C,
     params: [&'a (dyn postgres_types::ToSql + Sync); N],
     query: &'static str,
     cached: Option<&'s tokio_postgres::Statement>,
-    extractor: fn(&tokio_postgres::Row) -> Result<i64, tokio_postgres::Error>,
-    mapper: fn(i64) -> T,
+    extractor: fn(&tokio_postgres::Row) -> Result<SessionOutcomeBorrowed, tokio_postgres::Error>,
+    mapper: fn(SessionOutcomeBorrowed) -> T,
 }
-impl<'c, 'a, 's, C, T: 'c, const N: usize> I64Query<'c, 'a, 's, C, T, N>
+impl<'c, 'a, 's, C, T: 'c, const N: usize> SessionOutcomeQuery<'c, 'a, 's, C, T, N>
 where
     C: GenericClient,
 {
-    pub fn map<R>(self, mapper: fn(i64) -> R) -> I64Query<'c, 'a, 's, C, R, N> {
-        I64Query {
+    pub fn map<R>(
+        self,
+        mapper: fn(SessionOutcomeBorrowed) -> R,
+    ) -> SessionOutcomeQuery<'c, 'a, 's, C, R, N> {
+        SessionOutcomeQuery {
             client: self.client,
             params: self.params,
             query: self.query,
@@ -752,81 +831,14 @@ where
         Ok(mapped)
     }
 }
-pub struct SessionOutcomeQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
-    client: &'c C,
-    params: [&'a (dyn postgres_types::ToSql + Sync); N],
-    query: &'static str,
-    cached: Option<&'s tokio_postgres::Statement>,
-    extractor: fn(&tokio_postgres::Row) -> Result<SessionOutcomeBorrowed, tokio_postgres::Error>,
-    mapper: fn(SessionOutcomeBorrowed) -> T,
-}
-impl<'c, 'a, 's, C, T: 'c, const N: usize> SessionOutcomeQuery<'c, 'a, 's, C, T, N>
-where
-    C: GenericClient,
-{
-    pub fn map<R>(
-        self,
-        mapper: fn(SessionOutcomeBorrowed) -> R,
-    ) -> SessionOutcomeQuery<'c, 'a, 's, C, R, N> {
-        SessionOutcomeQuery {
-            client: self.client,
-            params: self.params,
-            query: self.query,
-            cached: self.cached,
-            extractor: self.extractor,
-            mapper,
-        }
-    }
-    pub async fn one(self) -> Result<T, tokio_postgres::Error> {
-        let row =
-            crate::client::async_::one(self.client, self.query, &self.params, self.cached).await?;
-        Ok((self.mapper)((self.extractor)(&row)?))
-    }
-    pub async fn all(self) -> Result<Vec<T>, tokio_postgres::Error> {
-        self.iter().await?.try_collect().await
-    }
-    pub async fn opt(self) -> Result<Option<T>, tokio_postgres::Error> {
-        let opt_row =
-            crate::client::async_::opt(self.client, self.query, &self.params, self.cached).await?;
-        Ok(opt_row
-            .map(|row| {
-                let extracted = (self.extractor)(&row)?;
-                Ok((self.mapper)(extracted))
-            })
-            .transpose()?)
-    }
-    pub async fn iter(
-        self,
-    ) -> Result<
-        impl futures::Stream<Item = Result<T, tokio_postgres::Error>> + 'c,
-        tokio_postgres::Error,
-    > {
-        let stream = crate::client::async_::raw(
-            self.client,
-            self.query,
-            crate::slice_iter(&self.params),
-            self.cached,
-        )
-        .await?;
-        let mapped = stream
-            .map(move |res| {
-                res.and_then(|row| {
-                    let extracted = (self.extractor)(&row)?;
-                    Ok((self.mapper)(extracted))
-                })
-            })
-            .into_stream();
-        Ok(mapped)
-    }
-}
 pub struct CreateSessionStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Creates a session that expires `ttl_seconds` after now (database clock), storing only the hash
-/// of its refresh token. With `max_sessions`, the user's live sessions are held to that cap:
-/// at the cap the least recently active are revoked (`evict`) or the call fails with a check
-/// violation named `user_sessions_per_user_cap`. Returns the full row.
+/// Creates session (`user_id`, `id`) at `generation`, expiring `ttl_seconds` after now (database
+/// clock) and storing only the hash of its refresh token. With `max_sessions`, the user's live
+/// sessions are held to that cap: at the cap the least recently active are revoked (`evict`) or
+/// the call fails with SQLSTATE AS001.
 pub fn create_session() -> CreateSessionStmt {
     CreateSessionStmt(
-        "SELECT id, user_id, refresh_token_hash, device_info, ip_address, user_agent, last_active_at, expires_at, created_at, revoked_at, revoked_reason, rotated_at FROM auth.create_session($1, $2, $3, $4, $5, $6::bigint, $7::bigint, $8::integer, $9::boolean)",
+        "SELECT id, user_id, device_info, ip_address, user_agent, last_active_at, expires_at, created_at FROM auth.create_session($1, $2, $3::integer, $4, $5, $6, $7, $8::bigint, $9::bigint, $10::integer, $11::boolean)",
         None,
     )
 }
@@ -850,6 +862,8 @@ impl CreateSessionStmt {
         &'s self,
         client: &'c C,
         user_id: &'a uuid::Uuid,
+        id: &'a uuid::Uuid,
+        generation: &'a i32,
         refresh_token_hash: &'a T1,
         device_info: &'a Option<T2>,
         ip_address: &'a Option<std::net::IpAddr>,
@@ -858,11 +872,13 @@ impl CreateSessionStmt {
         idle_seconds: &'a Option<i64>,
         max_sessions: &'a Option<i32>,
         evict: &'a bool,
-    ) -> AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 9> {
-        AuthUserSessionQuery {
+    ) -> NewSessionRowQuery<'c, 'a, 's, C, NewSessionRow, 11> {
+        NewSessionRowQuery {
             client,
             params: [
                 user_id,
+                id,
+                generation,
                 refresh_token_hash,
                 device_info,
                 ip_address,
@@ -874,25 +890,20 @@ impl CreateSessionStmt {
             ],
             query: self.0,
             cached: self.1.as_ref(),
-            extractor: |
-                row: &tokio_postgres::Row,
-            | -> Result<AuthUserSessionBorrowed, tokio_postgres::Error> {
-                Ok(AuthUserSessionBorrowed {
-                    id: row.try_get(0)?,
-                    user_id: row.try_get(1)?,
-                    refresh_token_hash: row.try_get(2)?,
-                    device_info: row.try_get(3)?,
-                    ip_address: row.try_get(4)?,
-                    user_agent: row.try_get(5)?,
-                    last_active_at: row.try_get(6)?,
-                    expires_at: row.try_get(7)?,
-                    created_at: row.try_get(8)?,
-                    revoked_at: row.try_get(9)?,
-                    revoked_reason: row.try_get(10)?,
-                    rotated_at: row.try_get(11)?,
-                })
-            },
-            mapper: |it| AuthUserSession::from(it),
+            extractor:
+                |row: &tokio_postgres::Row| -> Result<NewSessionRowBorrowed, tokio_postgres::Error> {
+                    Ok(NewSessionRowBorrowed {
+                        id: row.try_get(0)?,
+                        user_id: row.try_get(1)?,
+                        device_info: row.try_get(2)?,
+                        ip_address: row.try_get(3)?,
+                        user_agent: row.try_get(4)?,
+                        last_active_at: row.try_get(5)?,
+                        expires_at: row.try_get(6)?,
+                        created_at: row.try_get(7)?,
+                    })
+                },
+            mapper: |it| NewSessionRow::from(it),
         }
     }
 }
@@ -902,7 +913,7 @@ impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql, T
         'a,
         's,
         CreateSessionParams<T1, T2, T3>,
-        AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 9>,
+        NewSessionRowQuery<'c, 'a, 's, C, NewSessionRow, 11>,
         C,
     > for CreateSessionStmt
 {
@@ -910,10 +921,12 @@ impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql, T
         &'s self,
         client: &'c C,
         params: &'a CreateSessionParams<T1, T2, T3>,
-    ) -> AuthUserSessionQuery<'c, 'a, 's, C, AuthUserSession, 9> {
+    ) -> NewSessionRowQuery<'c, 'a, 's, C, NewSessionRow, 11> {
         self.bind(
             client,
             &params.user_id,
+            &params.id,
+            &params.generation,
             &params.refresh_token_hash,
             &params.device_info,
             &params.ip_address,
@@ -925,17 +938,17 @@ impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql, T
         )
     }
 }
-pub struct GetSessionByTokenHashStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Finds the live session holding this refresh token hash: not revoked, `expires_at > now()`,
-/// and (with `idle_seconds`) active within that many seconds. The hot path: returns only what
-/// the caller uses (no hash, no revocation columns, which are NULL for a live session).
-pub fn get_session_by_token_hash() -> GetSessionByTokenHashStmt {
-    GetSessionByTokenHashStmt(
-        "SELECT id, user_id, device_info, ip_address, user_agent, last_active_at, expires_at, created_at FROM auth.user_sessions WHERE refresh_token_hash = $1 AND expires_at > now() AND revoked_at IS NULL AND (last_active_at > now() - make_interval(secs => $2::bigint)) IS NOT FALSE",
+pub struct GetSessionByTokenStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Finds session (`user_id`, `id`) by its primary key when it holds this refresh token hash and
+/// is live: not revoked, `expires_at > now()`, and (with `idle_seconds`) active within that many
+/// seconds. The hot path: returns only what the caller uses.
+pub fn get_session_by_token() -> GetSessionByTokenStmt {
+    GetSessionByTokenStmt(
+        "SELECT id, user_id, device_info, ip_address, user_agent, last_active_at, expires_at, created_at FROM auth.user_sessions WHERE user_id = $1 AND id = $2 AND refresh_token_hash = $3 AND auth.session_is_live(revoked_at, expires_at, last_active_at, $4::bigint, now())",
         None,
     )
 }
-impl GetSessionByTokenHashStmt {
+impl GetSessionByTokenStmt {
     pub async fn prepare<'a, C: GenericClient>(
         mut self,
         client: &'a C,
@@ -946,12 +959,14 @@ impl GetSessionByTokenHashStmt {
     pub fn bind<'c, 'a, 's, C: GenericClient, T1: crate::StringSql>(
         &'s self,
         client: &'c C,
+        user_id: &'a uuid::Uuid,
+        id: &'a uuid::Uuid,
         refresh_token_hash: &'a T1,
         idle_seconds: &'a Option<i64>,
-    ) -> LiveSessionQuery<'c, 'a, 's, C, LiveSession, 2> {
+    ) -> LiveSessionQuery<'c, 'a, 's, C, LiveSession, 4> {
         LiveSessionQuery {
             client,
-            params: [refresh_token_hash, idle_seconds],
+            params: [user_id, id, refresh_token_hash, idle_seconds],
             query: self.0,
             cached: self.1.as_ref(),
             extractor:
@@ -976,25 +991,31 @@ impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql>
         'c,
         'a,
         's,
-        GetSessionByTokenHashParams<T1>,
-        LiveSessionQuery<'c, 'a, 's, C, LiveSession, 2>,
+        GetSessionByTokenParams<T1>,
+        LiveSessionQuery<'c, 'a, 's, C, LiveSession, 4>,
         C,
-    > for GetSessionByTokenHashStmt
+    > for GetSessionByTokenStmt
 {
     fn params(
         &'s self,
         client: &'c C,
-        params: &'a GetSessionByTokenHashParams<T1>,
-    ) -> LiveSessionQuery<'c, 'a, 's, C, LiveSession, 2> {
-        self.bind(client, &params.refresh_token_hash, &params.idle_seconds)
+        params: &'a GetSessionByTokenParams<T1>,
+    ) -> LiveSessionQuery<'c, 'a, 's, C, LiveSession, 4> {
+        self.bind(
+            client,
+            &params.user_id,
+            &params.id,
+            &params.refresh_token_hash,
+            &params.idle_seconds,
+        )
     }
 }
 pub struct GetUserSessionsStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Lists a user's live sessions, most recently active first. Never returns the token hash or the
-/// raw user agent.
+/// Lists a user's live sessions, most recently active first, along the partial index of live
+/// rows. Never returns the token hash or the raw user agent.
 pub fn get_user_sessions() -> GetUserSessionsStmt {
     GetUserSessionsStmt(
-        "SELECT id, device_info, ip_address, last_active_at, expires_at, created_at FROM auth.user_sessions WHERE user_id = $1 AND expires_at > now() AND revoked_at IS NULL AND (last_active_at > now() - make_interval(secs => $2::bigint)) IS NOT FALSE ORDER BY last_active_at DESC, id",
+        "SELECT id, device_info, ip_address, last_active_at, expires_at, created_at FROM auth.user_sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() AND auth.session_is_live(revoked_at, expires_at, last_active_at, $2::bigint, now()) ORDER BY last_active_at DESC, id",
         None,
     )
 }
@@ -1050,13 +1071,65 @@ impl<'c, 'a, 's, C: GenericClient>
         self.bind(client, &params.user_id, &params.idle_seconds)
     }
 }
+pub struct CountUserSessionsStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Counts a user's live sessions (not revoked, not expired, not idle).
+pub fn count_user_sessions() -> CountUserSessionsStmt {
+    CountUserSessionsStmt(
+        "SELECT count(*) AS live FROM auth.user_sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() AND auth.session_is_live(revoked_at, expires_at, last_active_at, $2::bigint, now())",
+        None,
+    )
+}
+impl CountUserSessionsStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient>(
+        &'s self,
+        client: &'c C,
+        user_id: &'a uuid::Uuid,
+        idle_seconds: &'a Option<i64>,
+    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
+        I64Query {
+            client,
+            params: [user_id, idle_seconds],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor: |row| Ok(row.try_get(0)?),
+            mapper: |it| it,
+        }
+    }
+}
+impl<'c, 'a, 's, C: GenericClient>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        CountUserSessionsParams,
+        I64Query<'c, 'a, 's, C, i64, 2>,
+        C,
+    > for CountUserSessionsStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a CountUserSessionsParams,
+    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
+        self.bind(client, &params.user_id, &params.idle_seconds)
+    }
+}
 pub struct UpdateSessionActivityStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Records activity on a live session, writing only when `last_active_at` is at least
-/// `min_interval_seconds` old or the client's address changed; most calls write nothing.
-/// Returns the activity time and whether it was written, or no row when the session is not live.
+/// Records activity on live session (`user_id`, `id`), writing only when `last_active_at` is at
+/// least `min_interval_seconds` old or the client's address changed; most calls write nothing.
+/// The write re-checks liveness on the newest row version, so it never touches a session
+/// revoked meanwhile. Returns the activity time and whether it was written, or no row when the
+/// session is not live.
 pub fn update_session_activity() -> UpdateSessionActivityStmt {
     UpdateSessionActivityStmt(
-        "WITH live AS ( SELECT id, last_active_at, ip_address FROM auth.user_sessions WHERE id = $1 AND expires_at > now() AND revoked_at IS NULL AND (last_active_at > now() - make_interval(secs => $2::bigint)) IS NOT FALSE ), touched AS ( UPDATE auth.user_sessions s SET last_active_at = now(), ip_address = coalesce($3, live.ip_address) FROM live WHERE s.id = live.id AND (live.last_active_at <= now() - make_interval(secs => $4::bigint) OR live.ip_address IS DISTINCT FROM coalesce($3, live.ip_address)) RETURNING s.last_active_at ) SELECT coalesce((SELECT last_active_at FROM touched), live.last_active_at) AS last_active_at, EXISTS (SELECT 1 FROM touched) AS written FROM live",
+        "WITH live AS ( SELECT id, last_active_at, ip_address FROM auth.user_sessions WHERE user_id = $1 AND id = $2 AND auth.session_is_live(revoked_at, expires_at, last_active_at, $3::bigint, now()) ), touched AS ( UPDATE auth.user_sessions s SET last_active_at = now(), ip_address = coalesce($4, s.ip_address) WHERE s.user_id = $1 AND s.id = $2 AND auth.session_is_live(s.revoked_at, s.expires_at, s.last_active_at, $3::bigint, now()) AND (s.last_active_at <= now() - make_interval(secs => $5::bigint) OR s.ip_address IS DISTINCT FROM coalesce($4, s.ip_address)) RETURNING s.last_active_at ) SELECT coalesce((SELECT last_active_at FROM touched), live.last_active_at) AS last_active_at, EXISTS (SELECT 1 FROM touched) AS written FROM live",
         None,
     )
 }
@@ -1071,14 +1144,15 @@ impl UpdateSessionActivityStmt {
     pub fn bind<'c, 'a, 's, C: GenericClient>(
         &'s self,
         client: &'c C,
+        user_id: &'a uuid::Uuid,
         id: &'a uuid::Uuid,
         idle_seconds: &'a Option<i64>,
         ip_address: &'a Option<std::net::IpAddr>,
         min_interval_seconds: &'a i64,
-    ) -> SessionActivityQuery<'c, 'a, 's, C, SessionActivity, 4> {
+    ) -> SessionActivityQuery<'c, 'a, 's, C, SessionActivity, 5> {
         SessionActivityQuery {
             client,
-            params: [id, idle_seconds, ip_address, min_interval_seconds],
+            params: [user_id, id, idle_seconds, ip_address, min_interval_seconds],
             query: self.0,
             cached: self.1.as_ref(),
             extractor:
@@ -1098,7 +1172,7 @@ impl<'c, 'a, 's, C: GenericClient>
         'a,
         's,
         UpdateSessionActivityParams,
-        SessionActivityQuery<'c, 'a, 's, C, SessionActivity, 4>,
+        SessionActivityQuery<'c, 'a, 's, C, SessionActivity, 5>,
         C,
     > for UpdateSessionActivityStmt
 {
@@ -1106,9 +1180,10 @@ impl<'c, 'a, 's, C: GenericClient>
         &'s self,
         client: &'c C,
         params: &'a UpdateSessionActivityParams,
-    ) -> SessionActivityQuery<'c, 'a, 's, C, SessionActivity, 4> {
+    ) -> SessionActivityQuery<'c, 'a, 's, C, SessionActivity, 5> {
         self.bind(
             client,
+            &params.user_id,
             &params.id,
             &params.idle_seconds,
             &params.ip_address,
@@ -1117,11 +1192,11 @@ impl<'c, 'a, 's, C: GenericClient>
     }
 }
 pub struct RevokeSessionStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Revokes one session, only when it belongs to the given user. Returns its id, or no row when
-/// there is no such unrevoked session of that user.
+/// Revokes session (`user_id`, `id`): the user is its owner by construction. Returns its id, or
+/// no row when that user has no such unrevoked session.
 pub fn revoke_session() -> RevokeSessionStmt {
     RevokeSessionStmt(
-        "UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id",
+        "UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL RETURNING id",
         None,
     )
 }
@@ -1136,12 +1211,12 @@ impl RevokeSessionStmt {
     pub fn bind<'c, 'a, 's, C: GenericClient>(
         &'s self,
         client: &'c C,
-        id: &'a uuid::Uuid,
         user_id: &'a uuid::Uuid,
+        id: &'a uuid::Uuid,
     ) -> UuidUuidQuery<'c, 'a, 's, C, uuid::Uuid, 2> {
         UuidUuidQuery {
             client,
-            params: [id, user_id],
+            params: [user_id, id],
             query: self.0,
             cached: self.1.as_ref(),
             extractor: |row| Ok(row.try_get(0)?),
@@ -1164,14 +1239,15 @@ impl<'c, 'a, 's, C: GenericClient>
         client: &'c C,
         params: &'a RevokeSessionParams,
     ) -> UuidUuidQuery<'c, 'a, 's, C, uuid::Uuid, 2> {
-        self.bind(client, &params.id, &params.user_id)
+        self.bind(client, &params.user_id, &params.id)
     }
 }
 pub struct RevokeAllSessionsExceptCurrentStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Revokes every session of a user except the current one. Returns how many were revoked.
+/// Revokes every unexpired session of a user except the current one. Returns how many were
+/// revoked. (Expired rows are left to cleanup, so the two never wait on each other.)
 pub fn revoke_all_sessions_except_current() -> RevokeAllSessionsExceptCurrentStmt {
     RevokeAllSessionsExceptCurrentStmt(
-        "WITH revoked AS ( UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING 1 ) SELECT count(*) AS revoked FROM revoked",
+        "WITH revoked AS ( UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > now() RETURNING 1 ) SELECT count(*) AS revoked FROM revoked",
         None,
     )
 }
@@ -1218,10 +1294,10 @@ impl<'c, 'a, 's, C: GenericClient>
     }
 }
 pub struct RevokeAllUserSessionsStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Revokes every session of a user. Returns how many were revoked.
+/// Revokes every unexpired session of a user. Returns how many were revoked.
 pub fn revoke_all_user_sessions() -> RevokeAllUserSessionsStmt {
     RevokeAllUserSessionsStmt(
-        "WITH revoked AS ( UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' WHERE user_id = $1 AND revoked_at IS NULL RETURNING 1 ) SELECT count(*) AS revoked FROM revoked",
+        "WITH revoked AS ( UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING 1 ) SELECT count(*) AS revoked FROM revoked",
         None,
     )
 }
@@ -1248,13 +1324,251 @@ impl RevokeAllUserSessionsStmt {
         }
     }
 }
+pub struct RevokeReusedSessionStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Revokes live session (`user_id`, `id`) because an older token of its chain was presented
+/// (the caller proved the ancestry). Returns how many sessions were revoked: 0 or 1.
+pub fn revoke_reused_session() -> RevokeReusedSessionStmt {
+    RevokeReusedSessionStmt(
+        "WITH revoked AS ( UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'token_reused' WHERE user_id = $1 AND id = $2 AND auth.session_is_live(revoked_at, expires_at, last_active_at, $3::bigint, now()) RETURNING 1 ) SELECT count(*) AS revoked FROM revoked",
+        None,
+    )
+}
+impl RevokeReusedSessionStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient>(
+        &'s self,
+        client: &'c C,
+        user_id: &'a uuid::Uuid,
+        id: &'a uuid::Uuid,
+        idle_seconds: &'a Option<i64>,
+    ) -> I64Query<'c, 'a, 's, C, i64, 3> {
+        I64Query {
+            client,
+            params: [user_id, id, idle_seconds],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor: |row| Ok(row.try_get(0)?),
+            mapper: |it| it,
+        }
+    }
+}
+impl<'c, 'a, 's, C: GenericClient>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        RevokeReusedSessionParams,
+        I64Query<'c, 'a, 's, C, i64, 3>,
+        C,
+    > for RevokeReusedSessionStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a RevokeReusedSessionParams,
+    ) -> I64Query<'c, 'a, 's, C, i64, 3> {
+        self.bind(client, &params.user_id, &params.id, &params.idle_seconds)
+    }
+}
+pub struct RotateSessionStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Rotates the refresh token of session (`user_id`, `id`) in one atomic step (see
+/// auth.rotate_session): `outcome` is rotated, grace, token_reused (the session is now revoked),
+/// stale (an older generation: prove it and call revoke_reused_session), revoked, expired or
+/// idle_timed_out; no row when the token is not one of the session's.
+pub fn rotate_session() -> RotateSessionStmt {
+    RotateSessionStmt(
+        "SELECT outcome, state, generation, stale_hash, id, user_id, device_info, ip_address, user_agent, last_active_at, expires_at, created_at, revoked_reason FROM auth.rotate_session($1, $2, $3::integer, $4, $5, $6::bigint, $7::bigint)",
+        None,
+    )
+}
+impl RotateSessionStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql>(
+        &'s self,
+        client: &'c C,
+        user_id: &'a uuid::Uuid,
+        id: &'a uuid::Uuid,
+        generation: &'a i32,
+        presented_hash: &'a T1,
+        successor_hash: &'a T2,
+        idle_seconds: &'a Option<i64>,
+        grace_seconds: &'a i64,
+    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 7> {
+        SessionOutcomeQuery {
+            client,
+            params: [
+                user_id,
+                id,
+                generation,
+                presented_hash,
+                successor_hash,
+                idle_seconds,
+                grace_seconds,
+            ],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor: |
+                row: &tokio_postgres::Row,
+            | -> Result<SessionOutcomeBorrowed, tokio_postgres::Error> {
+                Ok(SessionOutcomeBorrowed {
+                    outcome: row.try_get(0)?,
+                    state: row.try_get(1)?,
+                    generation: row.try_get(2)?,
+                    stale_hash: row.try_get(3)?,
+                    id: row.try_get(4)?,
+                    user_id: row.try_get(5)?,
+                    device_info: row.try_get(6)?,
+                    ip_address: row.try_get(7)?,
+                    user_agent: row.try_get(8)?,
+                    last_active_at: row.try_get(9)?,
+                    expires_at: row.try_get(10)?,
+                    created_at: row.try_get(11)?,
+                    revoked_reason: row.try_get(12)?,
+                })
+            },
+            mapper: |it| SessionOutcome::from(it),
+        }
+    }
+}
+impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        RotateSessionParams<T1, T2>,
+        SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 7>,
+        C,
+    > for RotateSessionStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a RotateSessionParams<T1, T2>,
+    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 7> {
+        self.bind(
+            client,
+            &params.user_id,
+            &params.id,
+            &params.generation,
+            &params.presented_hash,
+            &params.successor_hash,
+            &params.idle_seconds,
+            &params.grace_seconds,
+        )
+    }
+}
+pub struct ValidateSessionStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Classifies a presented token of session (`user_id`, `id`) without changing anything, with the
+/// outcomes of rotate_session: the current token gives the session's state, its parent gives
+/// grace (inside the window) or token_reused, an older generation gives stale; no row when the
+/// token is not one of the session's.
+pub fn validate_session() -> ValidateSessionStmt {
+    ValidateSessionStmt(
+        "SELECT c.outcome, c.state, c.generation, c.stale_hash, c.id, c.user_id, c.device_info, c.ip_address, c.user_agent, c.last_active_at, c.expires_at, c.created_at, c.revoked_reason FROM ( SELECT CASE WHEN s.generation = $1::integer AND s.refresh_token_hash = $2 THEN st.state WHEN s.generation = $1::integer + 1 AND s.refresh_token_hash = $3 THEN CASE WHEN st.state <> 'live' THEN st.state WHEN s.rotated_at > now() - make_interval(secs => $4::bigint) THEN 'grace' ELSE 'token_reused' END WHEN s.generation > $1::integer + 1 THEN 'stale' END AS outcome, st.state, s.generation, CASE WHEN s.generation > $1::integer + 1 THEN s.refresh_token_hash END AS stale_hash, s.id, s.user_id, s.device_info, s.ip_address, s.user_agent, s.last_active_at, s.expires_at, s.created_at, s.revoked_reason FROM auth.user_sessions s CROSS JOIN LATERAL ( SELECT auth.session_state(s.revoked_at, s.expires_at, s.last_active_at, $5::bigint, now()) AS state ) st WHERE s.user_id = $6 AND s.id = $7 ) c WHERE c.outcome IS NOT NULL",
+        None,
+    )
+}
+impl ValidateSessionStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql>(
+        &'s self,
+        client: &'c C,
+        generation: &'a i32,
+        presented_hash: &'a T1,
+        successor_hash: &'a T2,
+        grace_seconds: &'a i64,
+        idle_seconds: &'a Option<i64>,
+        user_id: &'a uuid::Uuid,
+        id: &'a uuid::Uuid,
+    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 7> {
+        SessionOutcomeQuery {
+            client,
+            params: [
+                generation,
+                presented_hash,
+                successor_hash,
+                grace_seconds,
+                idle_seconds,
+                user_id,
+                id,
+            ],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor: |
+                row: &tokio_postgres::Row,
+            | -> Result<SessionOutcomeBorrowed, tokio_postgres::Error> {
+                Ok(SessionOutcomeBorrowed {
+                    outcome: row.try_get(0)?,
+                    state: row.try_get(1)?,
+                    generation: row.try_get(2)?,
+                    stale_hash: row.try_get(3)?,
+                    id: row.try_get(4)?,
+                    user_id: row.try_get(5)?,
+                    device_info: row.try_get(6)?,
+                    ip_address: row.try_get(7)?,
+                    user_agent: row.try_get(8)?,
+                    last_active_at: row.try_get(9)?,
+                    expires_at: row.try_get(10)?,
+                    created_at: row.try_get(11)?,
+                    revoked_reason: row.try_get(12)?,
+                })
+            },
+            mapper: |it| SessionOutcome::from(it),
+        }
+    }
+}
+impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        ValidateSessionParams<T1, T2>,
+        SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 7>,
+        C,
+    > for ValidateSessionStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a ValidateSessionParams<T1, T2>,
+    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 7> {
+        self.bind(
+            client,
+            &params.generation,
+            &params.presented_hash,
+            &params.successor_hash,
+            &params.grace_seconds,
+            &params.idle_seconds,
+            &params.user_id,
+            &params.id,
+        )
+    }
+}
 pub struct DeleteExpiredSessionsStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Deletes every session that is past `expires_at` or (with `idle_seconds`) idle for longer.
-/// Revoked sessions stay, as tombstones that report "revoked", until they expire. Returns how
-/// many were deleted.
+/// Deletes every session past `expires_at`, (with `idle_seconds`) unrevoked and idle for longer,
+/// or revoked longer than `retention_seconds` ago (a tombstone outlives its idle timeout). Unbounded: prefer the batches below on large tables.
+/// Returns how many were deleted.
 pub fn delete_expired_sessions() -> DeleteExpiredSessionsStmt {
     DeleteExpiredSessionsStmt(
-        "WITH deleted AS ( DELETE FROM auth.user_sessions WHERE expires_at <= now() OR last_active_at <= now() - make_interval(secs => $1::bigint) RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
+        "WITH deleted AS ( DELETE FROM auth.user_sessions WHERE expires_at <= now() OR (revoked_at IS NULL AND last_active_at <= now() - make_interval(secs => $1::bigint)) OR revoked_at <= now() - make_interval(secs => $2::bigint) RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
         None,
     )
 }
@@ -1270,10 +1584,11 @@ impl DeleteExpiredSessionsStmt {
         &'s self,
         client: &'c C,
         idle_seconds: &'a Option<i64>,
-    ) -> I64Query<'c, 'a, 's, C, i64, 1> {
+        retention_seconds: &'a i64,
+    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
         I64Query {
             client,
-            params: [idle_seconds],
+            params: [idle_seconds, retention_seconds],
             query: self.0,
             cached: self.1.as_ref(),
             extractor: |row| Ok(row.try_get(0)?),
@@ -1281,14 +1596,33 @@ impl DeleteExpiredSessionsStmt {
         }
     }
 }
+impl<'c, 'a, 's, C: GenericClient>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        DeleteExpiredSessionsParams,
+        I64Query<'c, 'a, 's, C, i64, 2>,
+        C,
+    > for DeleteExpiredSessionsStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a DeleteExpiredSessionsParams,
+    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
+        self.bind(client, &params.idle_seconds, &params.retention_seconds)
+    }
+}
 pub struct DeleteExpiredSessionsBatchStmt(&'static str, Option<tokio_postgres::Statement>);
 /// Deletes up to `batch_size` sessions past `expires_at`, oldest expiry first (walking the expiry
-/// index), skipping rows another cleaner holds, and re-checking the expiry inside the delete.
-/// Several cleaners can run at once without deadlock; lookups never wait for them. Returns how
+/// index), re-checking the expiry inside the delete. Takes no row lock before the delete (Citus
+/// supports none across shards): a second cleaner racing for the same rows waits for them and
+/// then skips them, in the same index order, so cleaners never deadlock each other. Returns how
 /// many were deleted.
 pub fn delete_expired_sessions_batch() -> DeleteExpiredSessionsBatchStmt {
     DeleteExpiredSessionsBatchStmt(
-        "WITH doomed AS ( SELECT id FROM auth.user_sessions WHERE expires_at <= now() ORDER BY expires_at LIMIT $1::bigint FOR UPDATE SKIP LOCKED ), deleted AS ( DELETE FROM auth.user_sessions s USING doomed WHERE s.id = doomed.id AND s.expires_at <= now() RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
+        "WITH doomed AS ( SELECT user_id, id FROM auth.user_sessions WHERE expires_at <= now() ORDER BY expires_at LIMIT $1::bigint ), deleted AS ( DELETE FROM auth.user_sessions s USING doomed WHERE s.user_id = doomed.user_id AND s.id = doomed.id AND s.expires_at <= now() RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
         None,
     )
 }
@@ -1315,13 +1649,64 @@ impl DeleteExpiredSessionsBatchStmt {
         }
     }
 }
+pub struct DeleteRevokedSessionsBatchStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Deletes up to `batch_size` tombstones revoked at least `retention_seconds` ago, oldest first
+/// (walking the partial index of revoked rows). Returns how many were deleted.
+pub fn delete_revoked_sessions_batch() -> DeleteRevokedSessionsBatchStmt {
+    DeleteRevokedSessionsBatchStmt(
+        "WITH doomed AS ( SELECT user_id, id FROM auth.user_sessions WHERE revoked_at <= now() - make_interval(secs => $1::bigint) ORDER BY revoked_at LIMIT $2::bigint ), deleted AS ( DELETE FROM auth.user_sessions s USING doomed WHERE s.user_id = doomed.user_id AND s.id = doomed.id AND s.revoked_at <= now() - make_interval(secs => $1::bigint) RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
+        None,
+    )
+}
+impl DeleteRevokedSessionsBatchStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient>(
+        &'s self,
+        client: &'c C,
+        retention_seconds: &'a i64,
+        batch_size: &'a i64,
+    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
+        I64Query {
+            client,
+            params: [retention_seconds, batch_size],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor: |row| Ok(row.try_get(0)?),
+            mapper: |it| it,
+        }
+    }
+}
+impl<'c, 'a, 's, C: GenericClient>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        DeleteRevokedSessionsBatchParams,
+        I64Query<'c, 'a, 's, C, i64, 2>,
+        C,
+    > for DeleteRevokedSessionsBatchStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a DeleteRevokedSessionsBatchParams,
+    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
+        self.bind(client, &params.retention_seconds, &params.batch_size)
+    }
+}
 pub struct DeleteIdleSessionsBatchStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Deletes up to `batch_size` unexpired sessions idle for at least `idle_seconds`, skipping rows
-/// another cleaner holds and re-checking idleness inside the delete. `last_active_at` is in no
-/// index (to keep activity updates HOT), so this scans. Returns how many were deleted.
+/// Deletes up to `batch_size` unrevoked sessions idle for at least `idle_seconds` (tombstones go
+/// by their retention instead), re-checking idleness inside the delete. `last_active_at` is in
+/// no index (to keep activity updates HOT), so this scans. Returns how many were deleted.
 pub fn delete_idle_sessions_batch() -> DeleteIdleSessionsBatchStmt {
     DeleteIdleSessionsBatchStmt(
-        "WITH doomed AS ( SELECT id FROM auth.user_sessions WHERE last_active_at <= now() - make_interval(secs => $1::bigint) LIMIT $2::bigint FOR UPDATE SKIP LOCKED ), deleted AS ( DELETE FROM auth.user_sessions s USING doomed WHERE s.id = doomed.id AND s.last_active_at <= now() - make_interval(secs => $1::bigint) RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
+        "WITH doomed AS ( SELECT user_id, id FROM auth.user_sessions WHERE revoked_at IS NULL AND last_active_at <= now() - make_interval(secs => $1::bigint) LIMIT $2::bigint ), deleted AS ( DELETE FROM auth.user_sessions s USING doomed WHERE s.user_id = doomed.user_id AND s.id = doomed.id AND s.revoked_at IS NULL AND s.last_active_at <= now() - make_interval(secs => $1::bigint) RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
         None,
     )
 }
@@ -1369,10 +1754,10 @@ impl<'c, 'a, 's, C: GenericClient>
 }
 pub struct SessionStatsStmt(&'static str, Option<tokio_postgres::Statement>);
 /// Sessions in total, live, expired, revoked; users with sessions; the largest per-user count of
-/// live sessions; table and index sizes in bytes (the token history included).
+/// live sessions; table and index sizes in bytes (summed over shards or partitions).
 pub fn session_stats() -> SessionStatsStmt {
     SessionStatsStmt(
-        "WITH per_user AS ( SELECT user_id, count(*) FILTER ( WHERE expires_at > now() AND revoked_at IS NULL AND (last_active_at > now() - make_interval(secs => $1::bigint)) IS NOT FALSE ) AS live, count(*) FILTER (WHERE expires_at <= now()) AS expired, count(*) FILTER (WHERE revoked_at IS NOT NULL) AS revoked, count(*) AS total FROM auth.user_sessions GROUP BY user_id ) SELECT coalesce(sum(total), 0)::bigint AS total, coalesce(sum(live), 0)::bigint AS live, coalesce(sum(expired), 0)::bigint AS expired, coalesce(sum(revoked), 0)::bigint AS revoked, count(*) AS users, coalesce(max(live), 0)::bigint AS max_live_per_user, (pg_table_size('auth.user_sessions') + pg_table_size('auth.session_token_history'))::bigint AS table_bytes, (pg_indexes_size('auth.user_sessions') + pg_indexes_size('auth.session_token_history'))::bigint AS index_bytes FROM per_user",
+        "WITH per_user AS ( SELECT user_id, count(*) FILTER ( WHERE auth.session_is_live(revoked_at, expires_at, last_active_at, $1::bigint, now()) ) AS live, count(*) FILTER (WHERE expires_at <= now()) AS expired, count(*) FILTER (WHERE revoked_at IS NOT NULL) AS revoked, count(*) AS total FROM auth.user_sessions GROUP BY user_id ), totals AS ( SELECT coalesce(sum(total), 0)::bigint AS total, coalesce(sum(live), 0)::bigint AS live, coalesce(sum(expired), 0)::bigint AS expired, coalesce(sum(revoked), 0)::bigint AS revoked, count(*) AS users, coalesce(max(live), 0)::bigint AS max_live_per_user FROM per_user ) SELECT totals.total, totals.live, totals.expired, totals.revoked, totals.users, totals.max_live_per_user, storage.table_bytes, storage.index_bytes FROM totals CROSS JOIN auth.session_storage() storage",
         None,
     )
 }
@@ -1408,209 +1793,5 @@ impl SessionStatsStmt {
             },
             mapper: |it| SessionStats::from(it),
         }
-    }
-}
-pub struct CountUserSessionsStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Counts a user's live sessions (not revoked, not expired, not idle).
-pub fn count_user_sessions() -> CountUserSessionsStmt {
-    CountUserSessionsStmt(
-        "SELECT count(*) AS live FROM auth.user_sessions WHERE user_id = $1 AND expires_at > now() AND revoked_at IS NULL AND (last_active_at > now() - make_interval(secs => $2::bigint)) IS NOT FALSE",
-        None,
-    )
-}
-impl CountUserSessionsStmt {
-    pub async fn prepare<'a, C: GenericClient>(
-        mut self,
-        client: &'a C,
-    ) -> Result<Self, tokio_postgres::Error> {
-        self.1 = Some(client.prepare(self.0).await?);
-        Ok(self)
-    }
-    pub fn bind<'c, 'a, 's, C: GenericClient>(
-        &'s self,
-        client: &'c C,
-        user_id: &'a uuid::Uuid,
-        idle_seconds: &'a Option<i64>,
-    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
-        I64Query {
-            client,
-            params: [user_id, idle_seconds],
-            query: self.0,
-            cached: self.1.as_ref(),
-            extractor: |row| Ok(row.try_get(0)?),
-            mapper: |it| it,
-        }
-    }
-}
-impl<'c, 'a, 's, C: GenericClient>
-    crate::client::async_::Params<
-        'c,
-        'a,
-        's,
-        CountUserSessionsParams,
-        I64Query<'c, 'a, 's, C, i64, 2>,
-        C,
-    > for CountUserSessionsStmt
-{
-    fn params(
-        &'s self,
-        client: &'c C,
-        params: &'a CountUserSessionsParams,
-    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
-        self.bind(client, &params.user_id, &params.idle_seconds)
-    }
-}
-pub struct RotateSessionStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Rotates a refresh token in one atomic step (see auth.rotate_session): `outcome` is rotated,
-/// token_reused (the session is now revoked), revoked, expired or idle_timed_out; no row when
-/// no session ever held the token.
-pub fn rotate_session() -> RotateSessionStmt {
-    RotateSessionStmt(
-        "SELECT r.outcome, (r.session).id, (r.session).user_id, (r.session).refresh_token_hash, (r.session).device_info, (r.session).ip_address, (r.session).user_agent, (r.session).last_active_at, (r.session).expires_at, (r.session).created_at, (r.session).revoked_at, (r.session).revoked_reason, (r.session).rotated_at FROM auth.rotate_session($1, $2, $3::bigint, $4::bigint) r",
-        None,
-    )
-}
-impl RotateSessionStmt {
-    pub async fn prepare<'a, C: GenericClient>(
-        mut self,
-        client: &'a C,
-    ) -> Result<Self, tokio_postgres::Error> {
-        self.1 = Some(client.prepare(self.0).await?);
-        Ok(self)
-    }
-    pub fn bind<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql>(
-        &'s self,
-        client: &'c C,
-        presented_hash: &'a T1,
-        successor_hash: &'a T2,
-        idle_seconds: &'a Option<i64>,
-        grace_seconds: &'a i64,
-    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 4> {
-        SessionOutcomeQuery {
-            client,
-            params: [presented_hash, successor_hash, idle_seconds, grace_seconds],
-            query: self.0,
-            cached: self.1.as_ref(),
-            extractor: |
-                row: &tokio_postgres::Row,
-            | -> Result<SessionOutcomeBorrowed, tokio_postgres::Error> {
-                Ok(SessionOutcomeBorrowed {
-                    outcome: row.try_get(0)?,
-                    id: row.try_get(1)?,
-                    user_id: row.try_get(2)?,
-                    refresh_token_hash: row.try_get(3)?,
-                    device_info: row.try_get(4)?,
-                    ip_address: row.try_get(5)?,
-                    user_agent: row.try_get(6)?,
-                    last_active_at: row.try_get(7)?,
-                    expires_at: row.try_get(8)?,
-                    created_at: row.try_get(9)?,
-                    revoked_at: row.try_get(10)?,
-                    revoked_reason: row.try_get(11)?,
-                    rotated_at: row.try_get(12)?,
-                })
-            },
-            mapper: |it| SessionOutcome::from(it),
-        }
-    }
-}
-impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql>
-    crate::client::async_::Params<
-        'c,
-        'a,
-        's,
-        RotateSessionParams<T1, T2>,
-        SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 4>,
-        C,
-    > for RotateSessionStmt
-{
-    fn params(
-        &'s self,
-        client: &'c C,
-        params: &'a RotateSessionParams<T1, T2>,
-    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 4> {
-        self.bind(
-            client,
-            &params.presented_hash,
-            &params.successor_hash,
-            &params.idle_seconds,
-            &params.grace_seconds,
-        )
-    }
-}
-pub struct ValidateSessionStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Classifies a presented token without changing anything: live (a token replaced less than
-/// `grace_seconds` ago by the current one counts as live), token_reused, revoked, expired or
-/// idle_timed_out; no row when no session ever held the token.
-pub fn validate_session() -> ValidateSessionStmt {
-    ValidateSessionStmt(
-        "SELECT r.outcome, (r.session).id, (r.session).user_id, (r.session).refresh_token_hash, (r.session).device_info, (r.session).ip_address, (r.session).user_agent, (r.session).last_active_at, (r.session).expires_at, (r.session).created_at, (r.session).revoked_at, (r.session).revoked_reason, (r.session).rotated_at FROM auth.validate_session($1, $2::bigint, $3::bigint) r",
-        None,
-    )
-}
-impl ValidateSessionStmt {
-    pub async fn prepare<'a, C: GenericClient>(
-        mut self,
-        client: &'a C,
-    ) -> Result<Self, tokio_postgres::Error> {
-        self.1 = Some(client.prepare(self.0).await?);
-        Ok(self)
-    }
-    pub fn bind<'c, 'a, 's, C: GenericClient, T1: crate::StringSql>(
-        &'s self,
-        client: &'c C,
-        presented_hash: &'a T1,
-        idle_seconds: &'a Option<i64>,
-        grace_seconds: &'a i64,
-    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 3> {
-        SessionOutcomeQuery {
-            client,
-            params: [presented_hash, idle_seconds, grace_seconds],
-            query: self.0,
-            cached: self.1.as_ref(),
-            extractor: |
-                row: &tokio_postgres::Row,
-            | -> Result<SessionOutcomeBorrowed, tokio_postgres::Error> {
-                Ok(SessionOutcomeBorrowed {
-                    outcome: row.try_get(0)?,
-                    id: row.try_get(1)?,
-                    user_id: row.try_get(2)?,
-                    refresh_token_hash: row.try_get(3)?,
-                    device_info: row.try_get(4)?,
-                    ip_address: row.try_get(5)?,
-                    user_agent: row.try_get(6)?,
-                    last_active_at: row.try_get(7)?,
-                    expires_at: row.try_get(8)?,
-                    created_at: row.try_get(9)?,
-                    revoked_at: row.try_get(10)?,
-                    revoked_reason: row.try_get(11)?,
-                    rotated_at: row.try_get(12)?,
-                })
-            },
-            mapper: |it| SessionOutcome::from(it),
-        }
-    }
-}
-impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql>
-    crate::client::async_::Params<
-        'c,
-        'a,
-        's,
-        ValidateSessionParams<T1>,
-        SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 3>,
-        C,
-    > for ValidateSessionStmt
-{
-    fn params(
-        &'s self,
-        client: &'c C,
-        params: &'a ValidateSessionParams<T1>,
-    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 3> {
-        self.bind(
-            client,
-            &params.presented_hash,
-            &params.idle_seconds,
-            &params.grace_seconds,
-        )
     }
 }

@@ -1,0 +1,440 @@
+//! The races and inputs that broke the first data model, each reproduced as it was found.
+//!
+//! The races are made deterministic with a second connection that holds a row lock in an
+//! open transaction: the repository call blocks on that row (observed in `pg_stat_activity`),
+//! then the other transaction commits, and the call resumes against the newest row version.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use auth_sessions::{
+    CapPolicy, Error, NewSession, RevokeReason, Rotation, RotationKey, SessionPolicy, SessionRepo,
+    Validation,
+};
+use common::TestDb;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+fn new_session(user: Uuid) -> NewSession {
+    NewSession::new(user, Duration::from_secs(3600)).with_device_info("laptop")
+}
+
+fn key() -> RotationKey {
+    RotationKey::from_bytes(&[42; 32]).expect("key")
+}
+
+/// Waits until another backend of this database waits for a lock, or fails after 10 s.
+async fn until_blocked(observer: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("read pg_stat_activity")
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call never blocked on the row"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Defect 3: a session deleted (by cleanup) while a rotation waits for its row made the old
+/// rotation function return an all-NULL row, and `rotate` failed with `Error::Database`.
+#[tokio::test]
+async fn rotating_a_session_deleted_meanwhile_is_unknown_not_an_error() {
+    let db = TestDb::new().await;
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default().rotation_key(key()),
+    );
+    let user = db.user().await;
+    let (session, token) = repo.create(&new_session(user)).await.expect("create");
+
+    let mut holder = db.client().await;
+    let observer = db.client().await;
+    let tx = holder.transaction().await.expect("begin");
+    let deleted = tx
+        .execute(
+            "DELETE FROM auth.user_sessions WHERE user_id = $1 AND id = $2",
+            &[&session.user_id, &session.id],
+        )
+        .await
+        .expect("delete");
+    assert_eq!(deleted, 1);
+
+    let rotating = tokio::spawn({
+        let repo = repo.clone();
+        let text = token.expose_secret().to_owned();
+        async move { repo.rotate(&text).await }
+    });
+    until_blocked(&observer).await;
+    tx.commit().await.expect("commit the delete");
+    let outcome = rotating
+        .await
+        .expect("task")
+        .expect("rotation is not an error");
+    assert_eq!(outcome, Rotation::Unknown);
+}
+
+/// Defect 4: an activity update that waited for a row being revoked wrote to the revoked row
+/// and reported `written: true`.
+#[tokio::test]
+async fn activity_never_writes_to_a_session_revoked_meanwhile() {
+    let db = TestDb::new().await;
+    // Every call would write: no throttling.
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default().activity_interval(Duration::ZERO),
+    );
+    let user = db.user().await;
+    let (session, _) = repo.create(&new_session(user)).await.expect("create");
+
+    let mut holder = db.client().await;
+    let observer = db.client().await;
+    let tx = holder.transaction().await.expect("begin");
+    tx.execute(
+        "UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' \
+         WHERE user_id = $1 AND id = $2",
+        &[&session.user_id, &session.id],
+    )
+    .await
+    .expect("revoke");
+    let revoked_at: chrono::DateTime<chrono::Utc> =
+        tx.query_one("SELECT now()", &[]).await.expect("now").get(0);
+
+    let touching = tokio::spawn({
+        let repo = repo.clone();
+        let key = session.key();
+        async move {
+            repo.record_activity(key, Some("198.51.100.9".parse().unwrap()))
+                .await
+        }
+    });
+    until_blocked(&observer).await;
+    tx.commit().await.expect("commit the revocation");
+    let activity = touching.await.expect("task").expect("activity");
+    // Ordered before the revocation (the statement's snapshot saw the session live), the call
+    // may report the old activity, but it must not have written.
+    if let Some(activity) = activity {
+        assert!(!activity.written, "wrote to a revoked session");
+    }
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT last_active_at, host(ip_address), revoked_reason FROM auth.user_sessions \
+             WHERE user_id = $1 AND id = $2",
+            &[&session.user_id, &session.id],
+        )
+        .await
+        .expect("read back");
+    let last_active: chrono::DateTime<chrono::Utc> = row.get(0);
+    assert!(
+        last_active <= revoked_at,
+        "activity written after the revocation"
+    );
+    assert_eq!(row.get::<_, Option<String>>(1), None, "address written");
+    assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("user"));
+}
+
+/// Defect 5: eviction at the per-user cap relabelled a logout that committed while it waited
+/// for the row as `evicted`.
+#[tokio::test]
+async fn eviction_keeps_the_reason_of_a_logout_that_committed_meanwhile() {
+    let db = TestDb::new().await;
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default()
+            .max_sessions_per_user(Some(2), CapPolicy::EvictLeastRecentlyActive),
+    );
+    let user = db.user().await;
+    let (oldest, _) = repo.create(&new_session(user)).await.expect("first");
+    let (_second, _) = repo.create(&new_session(user)).await.expect("second");
+
+    let mut holder = db.client().await;
+    let observer = db.client().await;
+    let tx = holder.transaction().await.expect("begin");
+    let revoked = tx
+        .execute(
+            "UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' \
+             WHERE user_id = $1 AND id = $2",
+            &[&oldest.user_id, &oldest.id],
+        )
+        .await
+        .expect("log out the oldest session");
+    assert_eq!(revoked, 1);
+
+    let creating = tokio::spawn({
+        let repo = repo.clone();
+        async move { repo.create(&new_session(user)).await }
+    });
+    until_blocked(&observer).await;
+    tx.commit().await.expect("commit the logout");
+    creating.await.expect("task").expect("third login");
+
+    let reason: Option<String> = db
+        .client()
+        .await
+        .query_one(
+            "SELECT revoked_reason FROM auth.user_sessions WHERE user_id = $1 AND id = $2",
+            &[&oldest.user_id, &oldest.id],
+        )
+        .await
+        .expect("read back")
+        .get(0);
+    assert_eq!(reason.as_deref(), Some("user"), "the logout was relabelled");
+    assert_eq!(repo.count_live(user).await.expect("count"), 2);
+}
+
+/// Defect 6: `create_with_token` accepted a token whose hash was in the history, and that
+/// session could never rotate (a primary-key violation surfaced as `Error::Database`). Now a
+/// token names its session: any token of an existing session's chain is a typed duplicate, and
+/// the existing session keeps rotating.
+#[tokio::test]
+async fn creating_with_a_token_of_an_existing_chain_is_a_typed_duplicate() {
+    let db = TestDb::new().await;
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default().rotation_key(key()),
+    );
+    let user = db.user().await;
+    let (_, first) = repo.create(&new_session(user)).await.expect("create");
+    let Rotation::Rotated { token: second, .. } =
+        repo.rotate(first.expose_secret()).await.expect("rotate")
+    else {
+        panic!("first rotation");
+    };
+    for token in [&first, &second] {
+        let err = repo
+            .create_with_token(&new_session(user), token)
+            .await
+            .expect_err("duplicate");
+        assert!(matches!(err, Error::DuplicateSession), "{err:?}");
+    }
+    let Rotation::Rotated { token: third, .. } =
+        repo.rotate(second.expose_secret()).await.expect("rotate")
+    else {
+        panic!("the session still rotates");
+    };
+    assert_eq!(third.generation(), 2);
+    assert_eq!(db.session_rows().await, 1);
+}
+
+/// Rows in the session table and their total stored size.
+async fn row_size(client: &Client) -> tokio_postgres::Row {
+    client
+        .query_one(
+            "SELECT count(*), coalesce(sum(pg_column_size(s.*)), 0)::bigint \
+             FROM auth.user_sessions s",
+            &[],
+        )
+        .await
+        .expect("size")
+}
+
+/// Defect 1: every rotation added a history row, forever (about 930 KB per month-long session
+/// refreshed every 15 minutes). Now 1,000 rotations leave one row, and the first token is still
+/// detected as reused, by deriving forward.
+#[tokio::test]
+async fn a_thousand_rotations_leave_one_row_and_the_first_token_is_still_reuse() {
+    let db = TestDb::new().await;
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default()
+            .rotation_key(key())
+            .rotation_grace(Duration::ZERO),
+    );
+    let user = db.user().await;
+    let (session, first) = repo.create(&new_session(user)).await.expect("create");
+    let client = db.client().await;
+    // The first rotation fills `rotated_at`; from then on the row keeps its size.
+    let Rotation::Rotated {
+        token: mut current, ..
+    } = repo.rotate(first.expose_secret()).await.expect("rotate")
+    else {
+        panic!("first rotation");
+    };
+    let before = row_size(&client).await;
+    for _ in 1..1000 {
+        match repo.rotate(current.expose_secret()).await.expect("rotate") {
+            Rotation::Rotated { token, .. } => current = token,
+            other => panic!("rotation failed: {other:?}"),
+        }
+    }
+    assert_eq!(current.generation(), 1000);
+    let after = row_size(&client).await;
+    assert_eq!(after.get::<_, i64>(0), 1, "one row for the session");
+    assert_eq!(
+        after.get::<_, i64>(1),
+        before.get::<_, i64>(1),
+        "the stored row did not grow"
+    );
+    assert!(matches!(
+        repo.validate(current.expose_secret())
+            .await
+            .expect("validate"),
+        Validation::Valid(_)
+    ));
+    assert_eq!(
+        repo.validate(first.expose_secret())
+            .await
+            .expect("validate"),
+        Validation::TokenReused {
+            session_id: session.id,
+            user_id: user
+        }
+    );
+    assert_eq!(
+        repo.rotate(first.expose_secret()).await.expect("replay"),
+        Rotation::TokenReused {
+            session_id: session.id,
+            user_id: user
+        }
+    );
+    assert_eq!(
+        repo.rotate(current.expose_secret())
+            .await
+            .expect("the holder's next refresh"),
+        Rotation::Revoked(RevokeReason::TokenReused)
+    );
+}
+
+/// Beyond the proof bound, an old token cannot be told from a forgery: it is unknown and
+/// revokes nothing. A forged token of a real session (right ids, wrong secret) is unknown too.
+#[tokio::test]
+async fn forgeries_and_ancestors_beyond_the_bound_are_unknown_and_revoke_nothing() {
+    let db = TestDb::new().await;
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default().rotation_key(key()),
+    );
+    let user = db.user().await;
+    let (session, first) = repo.create(&new_session(user)).await.expect("create");
+    // Another key's successor: right ids and generation, wrong secret.
+    let foreign = RotationKey::from_bytes(&[7; 32]).expect("key");
+    let forged = foreign.successor(&first).expect("successor");
+    let Rotation::Rotated { token: current, .. } =
+        repo.rotate(first.expose_secret()).await.expect("rotate")
+    else {
+        panic!("rotation");
+    };
+    assert_eq!(
+        repo.rotate(forged.expose_secret()).await.expect("forged"),
+        Rotation::Unknown
+    );
+    assert_eq!(
+        repo.validate(forged.expose_secret()).await.expect("forged"),
+        Validation::Unknown
+    );
+
+    // Jump the stored generation past the proof bound.
+    let client = db.client().await;
+    client
+        .execute(
+            "UPDATE auth.user_sessions SET generation = generation + $3 \
+             WHERE user_id = $1 AND id = $2",
+            &[
+                &session.user_id,
+                &session.id,
+                &(auth_sessions::MAX_REUSE_PROOF_STEPS as i32 + 1),
+            ],
+        )
+        .await
+        .expect("jump generations");
+    assert_eq!(
+        repo.rotate(first.expose_secret()).await.expect("old"),
+        Rotation::Unknown
+    );
+    let reason: Option<String> = client
+        .query_one(
+            "SELECT revoked_reason FROM auth.user_sessions WHERE user_id = $1 AND id = $2",
+            &[&session.user_id, &session.id],
+        )
+        .await
+        .expect("read back")
+        .get(0);
+    assert_eq!(reason, None, "nothing was revoked");
+    drop(current);
+}
+
+/// Defect 2: tombstones (revoked rows) slowed their user's logins and counts, scanned under the
+/// user's lock. Now the per-user statements walk a partial index of live rows: with 10,000
+/// tombstones, counting and listing read only the live rows.
+#[tokio::test]
+async fn tombstones_cost_the_live_path_nothing() {
+    let db = TestDb::new().await;
+    let repo = SessionRepo::new(db.pool.clone());
+    let user = db.user().await;
+    let client = db.client().await;
+    client
+        .execute(
+            "INSERT INTO auth.user_sessions
+                 (user_id, id, refresh_token_hash, expires_at, revoked_at, revoked_reason)
+             SELECT $1, gen_random_uuid(), repeat('a', 64), now() + interval '1 day',
+                    now(), 'evicted'
+             FROM generate_series(1, 10000)",
+            &[&user],
+        )
+        .await
+        .expect("tombstones");
+    for _ in 0..3 {
+        repo.create(&new_session(user)).await.expect("create");
+    }
+    client
+        .batch_execute("ANALYZE auth.user_sessions")
+        .await
+        .expect("analyze");
+    assert_eq!(repo.count_live(user).await.expect("count"), 3);
+    assert_eq!(repo.list_devices(user).await.expect("list").len(), 3);
+
+    // The statements the repository runs, with this user's id, as EXPLAIN ANALYZE sees them.
+    for (what, sql) in [
+        (
+            "count",
+            "SELECT count(*) FROM auth.user_sessions WHERE user_id = $1 AND revoked_at IS NULL \
+             AND expires_at > now() \
+             AND auth.session_is_live(revoked_at, expires_at, last_active_at, 1209600, now())",
+        ),
+        (
+            "list",
+            "SELECT id FROM auth.user_sessions WHERE user_id = $1 AND revoked_at IS NULL \
+             AND expires_at > now() \
+             AND auth.session_is_live(revoked_at, expires_at, last_active_at, 1209600, now()) \
+             ORDER BY last_active_at DESC, id",
+        ),
+    ] {
+        let plan: String = client
+            .query(
+                &format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}"),
+                &[&user],
+            )
+            .await
+            .expect("explain")
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            plan.contains("user_sessions_live_user_id_idx"),
+            "{what} does not use the live index:\n{plan}"
+        );
+        assert!(
+            plan.contains("actual rows=3 "),
+            "{what} reads more than the 3 live rows:\n{plan}"
+        );
+        assert!(
+            !plan.contains("Rows Removed"),
+            "{what} filters rows:\n{plan}"
+        );
+    }
+}
