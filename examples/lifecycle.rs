@@ -1,6 +1,7 @@
 //! Walks one user's session lifecycle against PostgreSQL and prints what happens:
-//! three devices log in, list, activity, token rotation (and a replayed old token), revoke one,
-//! revoke the others, cleanup.
+//! four devices log in, list, activity, token rotation (a prompt retry, then a replayed stolen
+//! token that revokes its session), revoke one, revoke the others, cleanup of expired sessions
+//! and old tombstones.
 //!
 //! ```text
 //! cargo run --example lifecycle
@@ -12,8 +13,8 @@
 use std::time::Duration;
 
 use auth_sessions::{
-    DEFAULT_DATABASE_URL, NewSession, PoolSettings, Rotation, SessionPolicy, SessionRepo,
-    Validation, build_pool, migrate,
+    DEFAULT_DATABASE_URL, NewSession, PoolSettings, RefreshToken, Rotation, SessionKey,
+    SessionPolicy, SessionRepo, TOKEN_PREFIX, Validation, build_pool, migrate,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,6 +58,7 @@ async fn main() -> Result<(), BoxError> {
             "198.51.100.23",
             "Mozilla/5.0 (Windows NT 10.0) Chrome/131.0",
         ),
+        ("Android app", "192.0.2.55", "AuthApp/3.1 Android/15"),
     ];
     let mut sessions = Vec::new();
     for (label, ip, agent) in devices {
@@ -66,15 +68,24 @@ async fn main() -> Result<(), BoxError> {
             .with_user_agent(agent);
         let (session, token) = repo.create(&new).await?;
         println!(
-            "login: {label:<18} session {} (refresh token of {} chars handed to the device; \
-             only its SHA-256 is stored)",
+            "login: {label:<18} session {} ({} token of {} chars handed to the device; only its \
+             SHA-256 is stored)",
             session.id,
+            TOKEN_PREFIX,
             token.expose_secret().len()
         );
         sessions.push((session, token));
     }
 
     let (laptop, laptop_token) = &sessions[0];
+    // The token carries its session's key (user and session ids, readable by whoever holds it)
+    // and its generation; the lookup goes straight to that row and compares the stored hash.
+    println!(
+        "the laptop's token names user {}, session {}, generation {}",
+        laptop_token.user_id(),
+        laptop_token.session_id(),
+        laptop_token.generation()
+    );
     let found = repo.find_by_token(laptop_token.expose_secret()).await?;
     println!(
         "lookup by refresh token: {}",
@@ -82,8 +93,9 @@ async fn main() -> Result<(), BoxError> {
     );
 
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let iphone = sessions[1].0.key();
     let at = repo
-        .record_activity(sessions[1].0.id, Some("2001:db8::99".parse()?))
+        .record_activity(iphone, Some("2001:db8::99".parse()?))
         .await?;
     println!(
         "activity on the iPhone at {} (written: {})",
@@ -93,14 +105,14 @@ async fn main() -> Result<(), BoxError> {
 
     print_devices(&repo, user).await?;
 
+    // Rotation: the laptop refreshes, and a retry of the same request gets the same new token.
     let old_token = laptop_token.clone();
-    let Rotation::Rotated {
-        token: new_token, ..
-    } = repo.rotate(old_token.expose_secret()).await?
-    else {
-        return Err("the laptop's token should rotate".into());
-    };
-    println!("laptop refreshes: its token is rotated (old token replaced)");
+    let new_token = rotated(&repo, &old_token).await?;
+    println!(
+        "laptop refreshes: its token is rotated to generation {} (same session {})",
+        new_token.generation(),
+        new_token.session_id()
+    );
     let retry = repo.rotate(old_token.expose_secret()).await?;
     let same = matches!(&retry, Rotation::Rotated { token, .. } if *token == new_token);
     println!("a retry with the old token within 10 s gets the same new token: {same}");
@@ -109,13 +121,34 @@ async fn main() -> Result<(), BoxError> {
         other => println!("new token: {other:?}"),
     }
 
-    let revoked = repo.revoke(sessions[2].0.id, user).await?;
-    println!("revoke Chrome on Windows: {revoked}");
-    let wrong_owner = repo.revoke(sessions[1].0.id, uuid::Uuid::new_v4()).await?;
-    println!("revoke the iPhone as another user: {wrong_owner} (nothing revoked)");
+    // Theft: Chrome's token is copied, Chrome keeps refreshing, then the thief presents the copy.
+    let stolen = sessions[2].1.clone();
+    let chrome_now = rotated(&repo, &rotated(&repo, &stolen).await?).await?;
+    match repo.rotate(stolen.expose_secret()).await? {
+        Rotation::TokenReused {
+            session_id,
+            user_id,
+        } => println!(
+            "a stolen Chrome token (generation {}) replayed after two rotations: reuse detected, \
+             session {session_id} of user {user_id} revoked",
+            stolen.generation()
+        ),
+        other => return Err(format!("expected reuse detection, got {other:?}").into()),
+    }
+    println!(
+        "Chrome's own current token now: {:?}",
+        repo.validate(chrome_now.expose_secret()).await?
+    );
+
+    let android = sessions[3].0.key();
+    println!("revoke the Android app: {}", repo.revoke(android).await?);
+    let wrong_owner = repo
+        .revoke(SessionKey::new(uuid::Uuid::new_v4(), iphone.session_id))
+        .await?;
+    println!("revoke the iPhone's session id under another user: {wrong_owner} (nothing revoked)");
     println!("live sessions: {}", repo.count_live(user).await?);
 
-    let others = repo.revoke_all_except(user, laptop.id).await?;
+    let others = repo.revoke_all_except(laptop.key()).await?.unwrap_or(0);
     println!("log out other devices (keep the laptop): {others} revoked");
     print_devices(&repo, user).await?;
 
@@ -128,8 +161,14 @@ async fn main() -> Result<(), BoxError> {
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     println!(
-        "cleanup: {} expired session(s) deleted",
-        repo.delete_expired().await?
+        "cleanup: {} expired session(s) deleted; the 3 revoked ones stay as tombstones for {} \
+         days, so their tokens still validate as revoked",
+        repo.delete_expired().await?,
+        repo.policy().tombstone_retention.as_secs() / 86_400
+    );
+    println!(
+        "the Android app's old token: {:?}",
+        repo.validate(sessions[3].1.expose_secret()).await?
     );
     println!("live sessions: {}", repo.count_live(user).await?);
 
@@ -141,8 +180,15 @@ async fn main() -> Result<(), BoxError> {
     client
         .execute("DELETE FROM auth.users WHERE id = $1", &[&user])
         .await?;
-    println!("removed the demo user");
+    println!("removed the demo user (and, by cascade, its sessions)");
     Ok(())
+}
+
+async fn rotated(repo: &SessionRepo, token: &RefreshToken) -> Result<RefreshToken, BoxError> {
+    match repo.rotate(token.expose_secret()).await? {
+        Rotation::Rotated { token, .. } => Ok(token),
+        other => Err(format!("expected a rotation, got {other:?}").into()),
+    }
 }
 
 async fn print_devices(repo: &SessionRepo, user: uuid::Uuid) -> Result<(), BoxError> {

@@ -3,6 +3,7 @@
 --: UserDevice(device_info?, ip_address?)
 --: SessionOutcome(stale_hash?, device_info?, ip_address?, user_agent?, revoked_reason?)
 --: SessionActivity()
+--: RevokedOthers()
 --: SessionStats()
 
 -- Every statement but cleanup and stats filters `user_id = :user_id`, so it reaches one shard
@@ -87,19 +88,28 @@ WHERE user_id = :user_id
   AND revoked_at IS NULL
 RETURNING id;
 
---! revoke_all_sessions_except_current
---- Revokes every unexpired session of a user except the current one. Returns how many were
---- revoked. (Expired rows are left to cleanup, so the two never wait on each other.)
-WITH revoked AS (
+--! revoke_all_sessions_except_current : RevokedOthers
+--- Revokes every unexpired session of a user except the current one, only when the current one
+--- is an unrevoked session of that user (a mistyped id must not log out every device). Returns
+--- whether the current session was found and how many were revoked. (Expired rows are left to
+--- cleanup, so the two never wait on each other.)
+WITH current_session AS (
+    SELECT id
+    FROM auth.user_sessions
+    WHERE user_id = :user_id
+      AND id = :current_id
+      AND revoked_at IS NULL
+), revoked AS (
     UPDATE auth.user_sessions
     SET revoked_at = now(), revoked_reason = 'user'
     WHERE user_id = :user_id
       AND id <> :current_id
       AND revoked_at IS NULL
       AND expires_at > now()
+      AND EXISTS (SELECT 1 FROM current_session)
     RETURNING 1
 )
-SELECT count(*) AS revoked FROM revoked;
+SELECT EXISTS (SELECT 1 FROM current_session) AS found, (SELECT count(*) FROM revoked) AS revoked;
 
 --! revoke_all_user_sessions
 --- Revokes every unexpired session of a user. Returns how many were revoked.
@@ -140,14 +150,15 @@ FROM auth.rotate_session(:user_id, :id, :generation::integer, :presented_hash,
 --- Classifies a presented token of session (`user_id`, `id`) without changing anything, with the
 --- outcomes of rotate_session: the current token gives the session's state, its parent gives
 --- grace (inside the window) or token_reused, an older generation gives stale; no row when the
---- token is not one of the session's.
+--- token is not one of the session's. (Generations are compared as `stored - 1`, which cannot
+--- overflow, rather than `presented + 1`, which can.)
 SELECT c.outcome, c.state, c.generation, c.stale_hash, c.id, c.user_id, c.device_info,
     c.ip_address, c.user_agent, c.last_active_at, c.expires_at, c.created_at, c.revoked_reason
 FROM (
     SELECT CASE
             WHEN s.generation = :generation::integer
                  AND s.refresh_token_hash = :presented_hash THEN st.state
-            WHEN s.generation = :generation::integer + 1
+            WHEN s.generation - 1 = :generation::integer
                  AND s.refresh_token_hash = :successor_hash THEN
                 CASE
                     WHEN st.state <> 'live' THEN st.state
@@ -155,11 +166,11 @@ FROM (
                         THEN 'grace'
                     ELSE 'token_reused'
                 END
-            WHEN s.generation > :generation::integer + 1 THEN 'stale'
+            WHEN s.generation - 1 > :generation::integer THEN 'stale'
         END AS outcome,
         st.state,
         s.generation,
-        CASE WHEN s.generation > :generation::integer + 1 THEN s.refresh_token_hash END
+        CASE WHEN s.generation - 1 > :generation::integer THEN s.refresh_token_hash END
             AS stale_hash,
         s.id, s.user_id, s.device_info, s.ip_address, s.user_agent, s.last_active_at,
         s.expires_at, s.created_at, s.revoked_reason

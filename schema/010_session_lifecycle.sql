@@ -201,7 +201,7 @@ BEGIN
                                     p_idle_seconds, v_now);
         IF s.generation = p_generation AND s.refresh_token_hash = p_presented_hash THEN
             outcome := state;
-        ELSIF s.generation = p_generation + 1 AND s.refresh_token_hash = p_successor_hash THEN
+        ELSIF s.generation - 1 = p_generation AND s.refresh_token_hash = p_successor_hash THEN
             IF state <> 'live' THEN
                 outcome := state;
             ELSIF s.rotated_at > v_now - make_interval(secs => p_grace_seconds) THEN
@@ -213,7 +213,7 @@ BEGIN
                 RETURNING u.* INTO s;
                 outcome := 'token_reused';
             END IF;
-        ELSIF s.generation > p_generation + 1 THEN
+        ELSIF s.generation - 1 > p_generation THEN
             outcome := 'stale';
             stale_hash := s.refresh_token_hash;
         ELSE

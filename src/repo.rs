@@ -268,20 +268,22 @@ impl SessionRepo {
         .await
     }
 
-    /// Revokes every session of `current.user_id` except `current` ("log out my other
-    /// devices"). Returns how many were revoked.
+    /// Revokes every unexpired session of `current.user_id` except `current` ("log out my other
+    /// devices"). Returns how many were revoked, or `None` (revoking nothing) when `current`
+    /// is not an unrevoked session of that user: a mistyped or foreign id never logs out every
+    /// device.
     ///
     /// # Errors
     ///
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
-    pub async fn revoke_all_except(&self, current: SessionKey) -> Result<u64, Error> {
+    pub async fn revoke_all_except(&self, current: SessionKey) -> Result<Option<u64>, Error> {
         self.with_client(async |client| {
-            let revoked = q::revoke_all_sessions_except_current()
+            let row = q::revoke_all_sessions_except_current()
                 .bind(client, &current.user_id, &current.session_id)
                 .one()
                 .await?;
-            Ok(count(revoked))
+            Ok(row.found.then(|| count(row.revoked)))
         })
         .await
     }

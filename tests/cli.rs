@@ -136,6 +136,21 @@ async fn list_and_revoke_print_readable_tables_without_secrets() {
     assert_eq!(wrong_user.status.code(), Some(4), "nothing matched");
     assert_eq!(db.repo.count_live(user).await.unwrap(), 2);
 
+    // A mistyped session to keep revokes nothing and says so.
+    let typo = cli(&db)
+        .args([
+            "revoke",
+            "--user",
+            &user.to_string(),
+            "--all-except",
+            &Uuid::new_v4().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(typo.status.code(), Some(4), "{typo:?}");
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("nothing revoked"));
+    assert_eq!(db.repo.count_live(user).await.unwrap(), 2);
+
     let others = cli(&db)
         .args([
             "revoke",

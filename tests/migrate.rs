@@ -70,3 +70,80 @@ async fn an_applied_migration_that_changed_is_refused() {
     pool.close();
     db.drop_now().await;
 }
+
+#[tokio::test]
+async fn the_migrated_schema_keys_sessions_by_user_and_keeps_no_token_history() {
+    let db = EmptyDb::new("shape").await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let client = pool.get().await.unwrap();
+    let text_rows = async |sql: &str| -> Vec<String> {
+        client
+            .query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    };
+
+    // One session table; the rotation history table of the previous design is gone.
+    assert_eq!(
+        text_rows(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'auth' ORDER BY 1"
+        )
+        .await,
+        ["user_sessions", "users"]
+    );
+    // Primary key (user_id, id): the ids a refresh token carries, the routing key first.
+    assert_eq!(
+        text_rows(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = 'auth.user_sessions'::regclass AND contype = 'p'"
+        )
+        .await,
+        ["PRIMARY KEY (user_id, id)"]
+    );
+    // No index on the token hash (lookups go by primary key and compare it), a partial index
+    // of live rows per user, and the two cleanup indexes.
+    assert_eq!(
+        text_rows(
+            "SELECT indexdef FROM pg_indexes \
+             WHERE schemaname = 'auth' AND tablename = 'user_sessions' ORDER BY indexname"
+        )
+        .await,
+        [
+            "CREATE INDEX user_sessions_expires_at_idx ON auth.user_sessions \
+             USING btree (expires_at)",
+            "CREATE INDEX user_sessions_live_user_id_idx ON auth.user_sessions \
+             USING btree (user_id, expires_at) WHERE (revoked_at IS NULL)",
+            "CREATE UNIQUE INDEX user_sessions_pkey ON auth.user_sessions \
+             USING btree (user_id, id)",
+            "CREATE INDEX user_sessions_revoked_at_idx ON auth.user_sessions \
+             USING btree (revoked_at) WHERE (revoked_at IS NOT NULL)",
+        ]
+    );
+    // The generation of the current token, from 0.
+    assert_eq!(
+        text_rows(
+            "SELECT format('%s %s %s', data_type, is_nullable, column_default) \
+             FROM information_schema.columns \
+             WHERE table_schema = 'auth' AND table_name = 'user_sessions' \
+               AND column_name = 'generation'"
+        )
+        .await,
+        ["integer NO 0"]
+    );
+    assert_eq!(
+        text_rows(
+            "SELECT unnest(reloptions) FROM pg_class \
+             WHERE oid = 'auth.user_sessions'::regclass"
+        )
+        .await,
+        ["fillfactor=80"]
+    );
+    drop(client);
+    pool.close();
+    db.drop_now().await;
+}

@@ -521,7 +521,7 @@ async fn revoke_all_except_keeps_the_current_session_and_other_users() {
     db.expire(expired.id).await;
     let (theirs, _) = db.repo.create(&laptop(neighbour)).await.unwrap();
 
-    assert_eq!(db.repo.revoke_all_except(current.key()).await.unwrap(), 3);
+    assert_eq!(db.repo.revoke_all_except(current.key()).await.unwrap(), Some(3));
     for other in &others {
         assert!(is_revoked(&db, other.key()).await);
     }
@@ -539,16 +539,26 @@ async fn revoke_all_except_keeps_the_current_session_and_other_users() {
             .is_some()
     );
     assert_eq!(db.repo.count_live(neighbour).await.unwrap(), 1);
-    assert_eq!(db.repo.revoke_all_except(current.key()).await.unwrap(), 0);
+    assert_eq!(db.repo.revoke_all_except(current.key()).await.unwrap(), Some(0));
 
-    // Keeping a session of another user never reaches across users: with this user's session
-    // id and the neighbour's user id, this user's current session stays live.
-    db.repo
-        .revoke_all_except(SessionKey::new(neighbour, current.id))
-        .await
-        .unwrap();
+    // Keeping a session that is not the user's (a typo, another user's id) revokes nothing:
+    // with this user's session id and the neighbour's user id, both users keep everything.
+    assert_eq!(
+        db.repo
+            .revoke_all_except(SessionKey::new(neighbour, current.id))
+            .await
+            .unwrap(),
+        None
+    );
     assert!(!is_revoked(&db, current.key()).await);
+    assert!(!is_revoked(&db, theirs.key()).await);
     assert_eq!(db.repo.count_live(user).await.unwrap(), 1);
+    assert_eq!(db.repo.count_live(neighbour).await.unwrap(), 1);
+    // A revoked session cannot be the one kept either.
+    let (extra, _) = db.repo.create(&laptop(neighbour)).await.unwrap();
+    assert!(db.repo.revoke(extra.key()).await.unwrap());
+    assert_eq!(db.repo.revoke_all_except(extra.key()).await.unwrap(), None);
+    assert_eq!(db.repo.count_live(neighbour).await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -1026,4 +1036,46 @@ async fn a_token_whose_user_id_was_altered_finds_nothing_and_changes_nothing() {
     }
     assert_eq!(db.repo.count_live(victim).await.unwrap(), 1);
     assert_eq!(db.repo.count_live(other).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_well_formed_token_at_the_last_generation_is_unknown_and_cannot_rotate() {
+    let db = TestDb::new().await;
+    let user = db.user().await;
+    let (session, token) = db.repo.create(&laptop(user)).await.unwrap();
+    let secret = [0x42; 32];
+    // For a session that does not exist, and for the ids of a real one.
+    for (owner, id) in [(Uuid::new_v4(), Uuid::new_v4()), (user, session.id)] {
+        let presented = encode_token(owner, id, auth_sessions::MAX_GENERATION, &secret);
+        assert_eq!(
+            RefreshToken::parse(&presented).unwrap().generation(),
+            auth_sessions::MAX_GENERATION
+        );
+        let before = all_rows(&db).await;
+        assert_eq!(db.repo.find_by_token(&presented).await.unwrap(), None);
+        let validated = db.repo.validate(&presented).await;
+        assert!(
+            matches!(validated, Ok(Validation::Unknown)),
+            "validate: {validated:?}"
+        );
+        let rotated = db.repo.rotate(&presented).await;
+        assert!(
+            matches!(
+                rotated,
+                Err(Error::InvalidInput {
+                    field: "generation",
+                    ..
+                })
+            ),
+            "rotate: {rotated:?}"
+        );
+        assert_eq!(all_rows(&db).await, before);
+    }
+    assert!(
+        db.repo
+            .find_by_token(token.expose_secret())
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

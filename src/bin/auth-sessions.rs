@@ -1,7 +1,8 @@
 //! `auth-sessions`: operate the session store without writing SQL.
 //!
 //! Exit codes: 0 success, 1 the operation failed, 2 bad arguments, 3 the database is
-//! unreachable or the URL is invalid, 4 nothing matched (`revoke --session`). `distribute` on a
+//! unreachable or the URL is invalid, 4 nothing matched (`revoke --session`, or
+//! `--all-except` naming no session of the user). `distribute` on a
 //! database without Citus exits with 2: the command does not apply there.
 
 use std::io::IsTerminal;
@@ -250,10 +251,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 }
                 println!("revoked 1 session");
             } else if let Some(keep) = target.all_except {
-                println!(
-                    "revoked {} session(s)",
-                    repo.revoke_all_except(SessionKey::new(user, keep)).await?
-                );
+                let Some(revoked) = repo.revoke_all_except(SessionKey::new(user, keep)).await?
+                else {
+                    eprintln!("no unrevoked session {keep} of user {user}: nothing revoked");
+                    return Ok(ExitCode::from(EXIT_NOT_FOUND));
+                };
+                println!("revoked {revoked} session(s)");
             } else {
                 println!("revoked {} session(s)", repo.revoke_all(user).await?);
             }

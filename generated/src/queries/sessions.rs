@@ -225,6 +225,11 @@ pub struct SessionActivity {
     pub last_active_at: chrono::DateTime<chrono::Utc>,
     pub written: bool,
 }
+#[derive(Debug, Clone, PartialEq, Copy)]
+pub struct RevokedOthers {
+    pub found: bool,
+    pub revoked: i64,
+}
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionOutcome {
     pub outcome: String,
@@ -650,6 +655,70 @@ where
 {
     pub fn map<R>(self, mapper: fn(uuid::Uuid) -> R) -> UuidUuidQuery<'c, 'a, 's, C, R, N> {
         UuidUuidQuery {
+            client: self.client,
+            params: self.params,
+            query: self.query,
+            cached: self.cached,
+            extractor: self.extractor,
+            mapper,
+        }
+    }
+    pub async fn one(self) -> Result<T, tokio_postgres::Error> {
+        let row =
+            crate::client::async_::one(self.client, self.query, &self.params, self.cached).await?;
+        Ok((self.mapper)((self.extractor)(&row)?))
+    }
+    pub async fn all(self) -> Result<Vec<T>, tokio_postgres::Error> {
+        self.iter().await?.try_collect().await
+    }
+    pub async fn opt(self) -> Result<Option<T>, tokio_postgres::Error> {
+        let opt_row =
+            crate::client::async_::opt(self.client, self.query, &self.params, self.cached).await?;
+        Ok(opt_row
+            .map(|row| {
+                let extracted = (self.extractor)(&row)?;
+                Ok((self.mapper)(extracted))
+            })
+            .transpose()?)
+    }
+    pub async fn iter(
+        self,
+    ) -> Result<
+        impl futures::Stream<Item = Result<T, tokio_postgres::Error>> + 'c,
+        tokio_postgres::Error,
+    > {
+        let stream = crate::client::async_::raw(
+            self.client,
+            self.query,
+            crate::slice_iter(&self.params),
+            self.cached,
+        )
+        .await?;
+        let mapped = stream
+            .map(move |res| {
+                res.and_then(|row| {
+                    let extracted = (self.extractor)(&row)?;
+                    Ok((self.mapper)(extracted))
+                })
+            })
+            .into_stream();
+        Ok(mapped)
+    }
+}
+pub struct RevokedOthersQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
+    client: &'c C,
+    params: [&'a (dyn postgres_types::ToSql + Sync); N],
+    query: &'static str,
+    cached: Option<&'s tokio_postgres::Statement>,
+    extractor: fn(&tokio_postgres::Row) -> Result<RevokedOthers, tokio_postgres::Error>,
+    mapper: fn(RevokedOthers) -> T,
+}
+impl<'c, 'a, 's, C, T: 'c, const N: usize> RevokedOthersQuery<'c, 'a, 's, C, T, N>
+where
+    C: GenericClient,
+{
+    pub fn map<R>(self, mapper: fn(RevokedOthers) -> R) -> RevokedOthersQuery<'c, 'a, 's, C, R, N> {
+        RevokedOthersQuery {
             client: self.client,
             params: self.params,
             query: self.query,
@@ -1243,11 +1312,13 @@ impl<'c, 'a, 's, C: GenericClient>
     }
 }
 pub struct RevokeAllSessionsExceptCurrentStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Revokes every unexpired session of a user except the current one. Returns how many were
-/// revoked. (Expired rows are left to cleanup, so the two never wait on each other.)
+/// Revokes every unexpired session of a user except the current one, only when the current one
+/// is an unrevoked session of that user (a mistyped id must not log out every device). Returns
+/// whether the current session was found and how many were revoked. (Expired rows are left to
+/// cleanup, so the two never wait on each other.)
 pub fn revoke_all_sessions_except_current() -> RevokeAllSessionsExceptCurrentStmt {
     RevokeAllSessionsExceptCurrentStmt(
-        "WITH revoked AS ( UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > now() RETURNING 1 ) SELECT count(*) AS revoked FROM revoked",
+        "WITH current_session AS ( SELECT id FROM auth.user_sessions WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL ), revoked AS ( UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > now() AND EXISTS (SELECT 1 FROM current_session) RETURNING 1 ) SELECT EXISTS (SELECT 1 FROM current_session) AS found, (SELECT count(*) FROM revoked) AS revoked",
         None,
     )
 }
@@ -1264,14 +1335,19 @@ impl RevokeAllSessionsExceptCurrentStmt {
         client: &'c C,
         user_id: &'a uuid::Uuid,
         current_id: &'a uuid::Uuid,
-    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
-        I64Query {
+    ) -> RevokedOthersQuery<'c, 'a, 's, C, RevokedOthers, 2> {
+        RevokedOthersQuery {
             client,
             params: [user_id, current_id],
             query: self.0,
             cached: self.1.as_ref(),
-            extractor: |row| Ok(row.try_get(0)?),
-            mapper: |it| it,
+            extractor: |row: &tokio_postgres::Row| -> Result<RevokedOthers, tokio_postgres::Error> {
+                Ok(RevokedOthers {
+                    found: row.try_get(0)?,
+                    revoked: row.try_get(1)?,
+                })
+            },
+            mapper: |it| RevokedOthers::from(it),
         }
     }
 }
@@ -1281,7 +1357,7 @@ impl<'c, 'a, 's, C: GenericClient>
         'a,
         's,
         RevokeAllSessionsExceptCurrentParams,
-        I64Query<'c, 'a, 's, C, i64, 2>,
+        RevokedOthersQuery<'c, 'a, 's, C, RevokedOthers, 2>,
         C,
     > for RevokeAllSessionsExceptCurrentStmt
 {
@@ -1289,7 +1365,7 @@ impl<'c, 'a, 's, C: GenericClient>
         &'s self,
         client: &'c C,
         params: &'a RevokeAllSessionsExceptCurrentParams,
-    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
+    ) -> RevokedOthersQuery<'c, 'a, 's, C, RevokedOthers, 2> {
         self.bind(client, &params.user_id, &params.current_id)
     }
 }
@@ -1473,10 +1549,11 @@ pub struct ValidateSessionStmt(&'static str, Option<tokio_postgres::Statement>);
 /// Classifies a presented token of session (`user_id`, `id`) without changing anything, with the
 /// outcomes of rotate_session: the current token gives the session's state, its parent gives
 /// grace (inside the window) or token_reused, an older generation gives stale; no row when the
-/// token is not one of the session's.
+/// token is not one of the session's. (Generations are compared as `stored - 1`, which cannot
+/// overflow, rather than `presented + 1`, which can.)
 pub fn validate_session() -> ValidateSessionStmt {
     ValidateSessionStmt(
-        "SELECT c.outcome, c.state, c.generation, c.stale_hash, c.id, c.user_id, c.device_info, c.ip_address, c.user_agent, c.last_active_at, c.expires_at, c.created_at, c.revoked_reason FROM ( SELECT CASE WHEN s.generation = $1::integer AND s.refresh_token_hash = $2 THEN st.state WHEN s.generation = $1::integer + 1 AND s.refresh_token_hash = $3 THEN CASE WHEN st.state <> 'live' THEN st.state WHEN s.rotated_at > now() - make_interval(secs => $4::bigint) THEN 'grace' ELSE 'token_reused' END WHEN s.generation > $1::integer + 1 THEN 'stale' END AS outcome, st.state, s.generation, CASE WHEN s.generation > $1::integer + 1 THEN s.refresh_token_hash END AS stale_hash, s.id, s.user_id, s.device_info, s.ip_address, s.user_agent, s.last_active_at, s.expires_at, s.created_at, s.revoked_reason FROM auth.user_sessions s CROSS JOIN LATERAL ( SELECT auth.session_state(s.revoked_at, s.expires_at, s.last_active_at, $5::bigint, now()) AS state ) st WHERE s.user_id = $6 AND s.id = $7 ) c WHERE c.outcome IS NOT NULL",
+        "SELECT c.outcome, c.state, c.generation, c.stale_hash, c.id, c.user_id, c.device_info, c.ip_address, c.user_agent, c.last_active_at, c.expires_at, c.created_at, c.revoked_reason FROM ( SELECT CASE WHEN s.generation = $1::integer AND s.refresh_token_hash = $2 THEN st.state WHEN s.generation - 1 = $1::integer AND s.refresh_token_hash = $3 THEN CASE WHEN st.state <> 'live' THEN st.state WHEN s.rotated_at > now() - make_interval(secs => $4::bigint) THEN 'grace' ELSE 'token_reused' END WHEN s.generation - 1 > $1::integer THEN 'stale' END AS outcome, st.state, s.generation, CASE WHEN s.generation - 1 > $1::integer THEN s.refresh_token_hash END AS stale_hash, s.id, s.user_id, s.device_info, s.ip_address, s.user_agent, s.last_active_at, s.expires_at, s.created_at, s.revoked_reason FROM auth.user_sessions s CROSS JOIN LATERAL ( SELECT auth.session_state(s.revoked_at, s.expires_at, s.last_active_at, $5::bigint, now()) AS state ) st WHERE s.user_id = $6 AND s.id = $7 ) c WHERE c.outcome IS NOT NULL",
         None,
     )
 }
