@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "session_lifecycle",
         sql: include_str!("../schema/010_session_lifecycle.sql"),
     },
+    Migration {
+        version: 11,
+        name: "rotation_key",
+        sql: include_str!("../schema/011_rotation_key.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migration runs (an arbitrary constant).

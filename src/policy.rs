@@ -42,9 +42,12 @@ pub struct SessionPolicy {
     /// that. Tombstones never slow the live path (a partial index skips them); this bounds how
     /// many accumulate. Default: 7 days.
     pub tombstone_retention: Duration,
-    /// The server-side key that derives a rotated token's successor. Every instance serving one
-    /// database must share it. `None`: a random key drawn once per process, which is enough
-    /// for a single instance. Default: `None`.
+    /// The server-side key that derives a rotated token's successor; every instance serving
+    /// one database must use the same. `None`: the key kept by the database
+    /// (`auth.rotation_keys`), stored at random by the first instance that needs it and shared
+    /// by all, so several instances and restarts converge with no configuration. Supply a key
+    /// (from a secret store) to keep it out of the database: see the README's threat model.
+    /// Default: `None`.
     pub rotation_key: Option<RotationKey>,
 }
 

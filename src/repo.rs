@@ -1,7 +1,7 @@
 //! `SessionRepo`: one method per query of `queries/sessions.sql`.
 
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use db::queries::sessions as q;
 use deadpool_postgres::Pool;
@@ -14,9 +14,6 @@ use crate::{
     SessionKey, SessionPolicy, SessionStats, TokenHash, Validation,
 };
 
-/// The rotation key of a policy that names none: drawn once per process.
-static PROCESS_ROTATION_KEY: OnceLock<RotationKey> = OnceLock::new();
-
 /// The session store. Cheap to clone: clones share one pool.
 ///
 /// Every method takes one pooled connection and makes exactly one round trip on it once the
@@ -26,6 +23,8 @@ static PROCESS_ROTATION_KEY: OnceLock<RotationKey> = OnceLock::new();
 pub struct SessionRepo {
     pool: Pool,
     policy: Arc<SessionPolicy>,
+    /// The key kept by the database, loaded once, when the policy names none.
+    stored_key: Arc<tokio::sync::OnceCell<RotationKey>>,
 }
 
 impl std::fmt::Debug for SessionRepo {
@@ -49,6 +48,7 @@ impl SessionRepo {
         Self {
             pool,
             policy: Arc::new(policy),
+            stored_key: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 
@@ -432,7 +432,7 @@ impl SessionRepo {
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn validate(&self, presented: &str) -> Result<Validation, Error> {
         let token = RefreshToken::parse(presented)?;
-        let key = self.rotation_key()?;
+        let key = self.rotation_key().await?;
         let successor_hash = successor_hash(key, &token)?;
         self.with_client(async |client| {
             let row = q::validate_session()
@@ -496,7 +496,7 @@ impl SessionRepo {
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn rotate(&self, presented: &str) -> Result<Rotation, Error> {
         let token = RefreshToken::parse(presented)?;
-        let key = self.rotation_key()?;
+        let key = self.rotation_key().await?;
         let successor = key.successor(&token)?;
         self.with_client(async |client| {
             let row = q::rotate_session()
@@ -563,18 +563,31 @@ impl SessionRepo {
         .await
     }
 
-    fn rotation_key(&self) -> Result<&RotationKey, Error> {
+    /// The policy's rotation key or, when it names none, the key kept by the database
+    /// (`auth.rotation_keys`), stored by the first instance that needs one and read by every
+    /// other: loaded once per repository, on first use.
+    async fn rotation_key(&self) -> Result<&RotationKey, Error> {
         if let Some(key) = &self.policy.rotation_key {
             return Ok(key);
         }
-        if let Some(key) = PROCESS_ROTATION_KEY.get() {
-            return Ok(key);
-        }
-        // Two threads may race here; the first key set wins and both use it.
-        let _ = PROCESS_ROTATION_KEY.set(RotationKey::generate()?);
-        PROCESS_ROTATION_KEY
-            .get()
-            .ok_or(Error::UnexpectedResponse("rotation key unset"))
+        self.stored_key
+            .get_or_try_init(|| async {
+                let candidate = RotationKey::generate()?;
+                let client = self.pool.get().await?;
+                // A first store racing another instance's may see neither row (the statement's
+                // snapshot predates the other commit); the next statement sees it.
+                for _ in 0..3 {
+                    let stored = db::queries::rotation_keys::ensure_rotation_key()
+                        .bind(&client, &candidate.as_bytes().as_slice())
+                        .opt()
+                        .await?;
+                    if let Some(bytes) = stored {
+                        return RotationKey::from_bytes(&bytes);
+                    }
+                }
+                Err(Error::UnexpectedResponse("no rotation key stored"))
+            })
+            .await
     }
 }
 

@@ -267,6 +267,11 @@ impl RotationKey {
         Ok(Self(key))
     }
 
+    /// The key's bytes, to store it (the database keeps one when the service supplies none).
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The successor of `presented`: what rotating it hands out.
     ///
     /// # Errors

@@ -87,14 +87,15 @@ async fn the_migrated_schema_keys_sessions_by_user_and_keeps_no_token_history() 
             .collect()
     };
 
-    // One session table; the rotation history table of the previous design is gone.
+    // One session table and the rotation key; the rotation history table of the previous
+    // design is gone.
     assert_eq!(
         text_rows(
             "SELECT table_name::text FROM information_schema.tables \
              WHERE table_schema = 'auth' ORDER BY 1"
         )
         .await,
-        ["user_sessions", "users"]
+        ["rotation_keys", "user_sessions", "users"]
     );
     // Primary key (user_id, id): the ids a refresh token carries, the routing key first.
     assert_eq!(

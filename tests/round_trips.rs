@@ -92,7 +92,13 @@ async fn every_repository_call_is_one_round_trip_on_a_warm_connection() {
     }
     assert_eq!(warm.len(), 11);
     for (name, cost) in &cold {
-        assert_eq!(*cost, 2, "{name} on first use: prepare, then run: {cold:?}");
+        // The first call that needs the rotation key (validate, here) also loads the key the
+        // database keeps, once per repository: one more statement, prepared and run.
+        let expected = if *name == "validate" { 4 } else { 2 };
+        assert_eq!(
+            *cost, expected,
+            "{name} on first use: prepare, then run: {cold:?}"
+        );
     }
     for (name, cost) in &warm {
         assert_eq!(
