@@ -13,8 +13,9 @@
 --- Creates session (`user_id`, `id`) at `generation`, expiring `ttl_seconds` after now (database
 --- clock) and storing only the hash of its refresh token. With `max_sessions`, the user's live
 --- sessions are held to that cap: at the cap the least recently active are revoked (`evict`) or
---- the call fails with SQLSTATE AS001.
-SELECT id, user_id, device_info, ip_address, user_agent, last_active_at, expires_at, created_at
+--- the call fails with SQLSTATE AS001. `evicted` counts the sessions revoked to make room.
+SELECT id, user_id, device_info, ip_address, user_agent, last_active_at, expires_at, created_at,
+    evicted
 FROM auth.create_session(:user_id, :id, :generation::integer, :refresh_token_hash,
     :device_info, :ip_address, :user_agent, :ttl_seconds::bigint, :idle_seconds::bigint,
     :max_sessions::integer, :evict::boolean);

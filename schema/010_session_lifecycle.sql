@@ -50,8 +50,8 @@ COMMENT ON FUNCTION auth.session_is_live(timestamptz, timestamptz, timestamptz, 
     'True when session_state(...) would say live.';
 
 -- Creates a session, holding the user's live sessions to `p_max_sessions` (NULL: no cap).
--- At the cap it revokes the least recently active sessions (`p_evict`) or raises SQLSTATE
--- AS001. The user's row is locked first, so concurrent logins of one user are counted one
+-- At the cap it revokes the least recently active sessions (`p_evict`; `evicted` says how
+-- many) or raises SQLSTATE AS001. The user's row is locked first, so concurrent logins of one user are counted one
 -- after another and the cap holds.
 CREATE FUNCTION auth.create_session(
     p_user_id uuid,
@@ -74,7 +74,8 @@ RETURNS TABLE (
     user_agent text,
     last_active_at timestamptz,
     expires_at timestamptz,
-    created_at timestamptz
+    created_at timestamptz,
+    evicted bigint
 )
 LANGUAGE plpgsql
 AS $$
@@ -82,6 +83,7 @@ AS $$
 DECLARE
     v_now timestamptz := now();
     v_live bigint;
+    v_evicted bigint := 0;
 BEGIN
     IF p_max_sessions IS NOT NULL THEN
         -- No such user: nothing to lock, and the INSERT below reports the foreign key.
@@ -111,6 +113,7 @@ BEGIN
                   ORDER BY e.last_active_at, e.created_at, e.id
                   LIMIT v_live - p_max_sessions + 1
               );
+            GET DIAGNOSTICS v_evicted = ROW_COUNT;
         END IF;
     END IF;
     RETURN QUERY
@@ -121,7 +124,7 @@ BEGIN
         (p_user_id, p_id, p_generation, p_refresh_token_hash, p_device_info, p_ip_address,
          p_user_agent, v_now, v_now + make_interval(secs => p_ttl_seconds), v_now)
     RETURNING s.id, s.user_id, s.device_info, s.ip_address, s.user_agent, s.last_active_at,
-              s.expires_at, s.created_at;
+              s.expires_at, s.created_at, v_evicted;
 END
 $$;
 

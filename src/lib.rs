@@ -6,6 +6,7 @@ mod cleanup;
 mod distribute;
 mod error;
 mod migrate;
+pub mod metrics;
 mod outcome;
 mod policy;
 mod pool;

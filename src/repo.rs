@@ -69,8 +69,14 @@ impl SessionRepo {
         &self,
         op: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        let started = std::time::Instant::now();
+        let object = self.pool.get().await;
+        crate::metrics::pool_wait(
+            started.elapsed(),
+            matches!(object, Err(deadpool_postgres::PoolError::Timeout(_))),
+        );
         let mut checkout = Checkout {
-            object: Some(self.pool.get().await?),
+            object: Some(object?),
             complete: false,
         };
         let Some(client) = checkout.object.as_ref() else {
@@ -142,27 +148,33 @@ impl SessionRepo {
         token: &RefreshToken,
         ttl_seconds: i64,
     ) -> Result<Session, Error> {
-        self.with_client(async |client| {
-            let row = q::create_session()
-                .bind(
-                    client,
-                    &new.user_id,
-                    &token.session_id(),
-                    &generation(token),
-                    &token.hash().as_str(),
-                    &new.device_info.as_deref(),
-                    &new.ip_address,
-                    &new.user_agent.as_deref(),
-                    &ttl_seconds,
-                    &self.policy.idle_seconds(),
-                    &self.policy.cap(),
-                    &(self.policy.at_cap == CapPolicy::EvictLeastRecentlyActive),
-                )
-                .one()
-                .await?;
-            Ok(row.into())
-        })
-        .await
+        let created = self
+            .with_client(async |client| {
+                let row = q::create_session()
+                    .bind(
+                        client,
+                        &new.user_id,
+                        &token.session_id(),
+                        &generation(token),
+                        &token.hash().as_str(),
+                        &new.device_info.as_deref(),
+                        &new.ip_address,
+                        &new.user_agent.as_deref(),
+                        &ttl_seconds,
+                        &self.policy.idle_seconds(),
+                        &self.policy.cap(),
+                        &(self.policy.at_cap == CapPolicy::EvictLeastRecentlyActive),
+                    )
+                    .one()
+                    .await?;
+                crate::metrics::evictions(count(row.evicted));
+                Ok(Session::from(row))
+            })
+            .await;
+        if matches!(created, Err(Error::SessionCapReached)) {
+            crate::metrics::cap_refusal();
+        }
+        created
     }
 
     /// Finds the live session of a refresh token presented by a device: one statement, by the
@@ -325,6 +337,7 @@ impl SessionRepo {
                 )
                 .one()
                 .await?;
+            crate::metrics::cleanup_batch(count(deleted));
             Ok(count(deleted))
         })
         .await
@@ -372,6 +385,7 @@ impl SessionRepo {
                     .one()
                     .await?;
             }
+            crate::metrics::cleanup_batch(count(deleted));
             Ok(count(deleted))
         })
         .await
@@ -513,12 +527,14 @@ impl SessionRepo {
                 .opt()
                 .await?;
             let Some(row) = row else {
+                crate::metrics::rotation(&Rotation::Unknown, false);
                 return Ok(Rotation::Unknown);
             };
             let reused = Rotation::TokenReused {
                 session_id: row.id,
                 user_id: row.user_id,
             };
+            let grace = row.outcome == "grace";
             let rotation = match row.outcome.as_str() {
                 "rotated" | "grace" => Rotation::Rotated {
                     session: row.into(),
@@ -558,6 +574,7 @@ impl SessionRepo {
                 tracing::warn!(%session_id, %user_id,
                     "refresh token reused after rotation: session revoked");
             }
+            crate::metrics::rotation(&rotation, grace);
             Ok(rotation)
         })
         .await

@@ -100,6 +100,7 @@ pub struct NewSessionRow {
     pub last_active_at: chrono::DateTime<chrono::Utc>,
     pub expires_at: chrono::DateTime<chrono::Utc>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    pub evicted: i64,
 }
 pub struct NewSessionRowBorrowed<'a> {
     pub id: uuid::Uuid,
@@ -110,6 +111,7 @@ pub struct NewSessionRowBorrowed<'a> {
     pub last_active_at: chrono::DateTime<chrono::Utc>,
     pub expires_at: chrono::DateTime<chrono::Utc>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    pub evicted: i64,
 }
 impl<'a> From<NewSessionRowBorrowed<'a>> for NewSessionRow {
     fn from(
@@ -122,6 +124,7 @@ impl<'a> From<NewSessionRowBorrowed<'a>> for NewSessionRow {
             last_active_at,
             expires_at,
             created_at,
+            evicted,
         }: NewSessionRowBorrowed<'a>,
     ) -> Self {
         Self {
@@ -133,6 +136,7 @@ impl<'a> From<NewSessionRowBorrowed<'a>> for NewSessionRow {
             last_active_at,
             expires_at,
             created_at,
+            evicted,
         }
     }
 }
@@ -904,10 +908,10 @@ pub struct CreateSessionStmt(&'static str, Option<tokio_postgres::Statement>);
 /// Creates session (`user_id`, `id`) at `generation`, expiring `ttl_seconds` after now (database
 /// clock) and storing only the hash of its refresh token. With `max_sessions`, the user's live
 /// sessions are held to that cap: at the cap the least recently active are revoked (`evict`) or
-/// the call fails with SQLSTATE AS001.
+/// the call fails with SQLSTATE AS001. `evicted` counts the sessions revoked to make room.
 pub fn create_session() -> CreateSessionStmt {
     CreateSessionStmt(
-        "SELECT id, user_id, device_info, ip_address, user_agent, last_active_at, expires_at, created_at FROM auth.create_session($1, $2, $3::integer, $4, $5, $6, $7, $8::bigint, $9::bigint, $10::integer, $11::boolean)",
+        "SELECT id, user_id, device_info, ip_address, user_agent, last_active_at, expires_at, created_at, evicted FROM auth.create_session($1, $2, $3::integer, $4, $5, $6, $7, $8::bigint, $9::bigint, $10::integer, $11::boolean)",
         None,
     )
 }
@@ -970,6 +974,7 @@ impl CreateSessionStmt {
                         last_active_at: row.try_get(5)?,
                         expires_at: row.try_get(6)?,
                         created_at: row.try_get(7)?,
+                        evicted: row.try_get(8)?,
                     })
                 },
             mapper: |it| NewSessionRow::from(it),
