@@ -9,6 +9,9 @@ use crate::Error;
 /// distributed (the referenced table first).
 const TABLES: [(&str, &str); 2] = [("auth.users", "id"), ("auth.user_sessions", "user_id")];
 
+/// Tables every node needs whole: the rotation key, read by rotations on any worker.
+const REFERENCE_TABLES: [&str; 1] = ["auth.rotation_keys"];
+
 /// The functions that run where their first argument, the user id, lives.
 const ROUTED_FUNCTIONS: [&str; 2] = ["create_session", "rotate_session"];
 
@@ -20,6 +23,8 @@ pub struct DistributionReport {
     pub tables: Vec<&'static str>,
     /// Tables found distributed already.
     pub tables_already: Vec<&'static str>,
+    /// Tables made reference tables (a copy on every node) by this run.
+    pub reference_tables: Vec<&'static str>,
     /// Functions distributed on their user-id argument by this run.
     pub functions: Vec<&'static str>,
     /// Functions found distributed on their user-id argument already.
@@ -29,8 +34,10 @@ pub struct DistributionReport {
 /// Distributes a migrated database on Citus: `auth.users` by `id` and `auth.user_sessions` by
 /// `user_id`, co-located (with `shard_count` shards, or Citus's `citus.shard_count`), then
 /// `auth.create_session` and `auth.rotate_session` on their user-id argument, so that each
-/// call runs on the worker holding that user's shard. Existing rows are moved into the
-/// shards. Safe to run again: what is distributed already is left alone.
+/// call runs on the worker holding that user's shard; `auth.rotation_keys` becomes a reference
+/// table, so a rotation on any worker reads the key. Existing rows are copied into the shards
+/// and the coordinator's local copies truncated. Safe to run again: what is distributed
+/// already is left alone.
 ///
 /// # Errors
 ///
@@ -86,6 +93,34 @@ pub async fn distribute(
             };
         client.execute(statement, &params).await?;
         report.tables.push(table);
+    }
+    for table in REFERENCE_TABLES {
+        let distributed = client
+            .query_opt(
+                "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = $1::text::regclass",
+                &[&table],
+            )
+            .await?
+            .is_some();
+        if !distributed {
+            client
+                .execute(
+                    "SELECT create_reference_table($1::text::regclass)",
+                    &[&table],
+                )
+                .await?;
+            report.reference_tables.push(table);
+        }
+    }
+    // The rows are in the shards now; drop the coordinator's local copies (referencing table
+    // first). Citus keeps them until asked.
+    for table in report.tables.iter().rev().chain(&report.reference_tables) {
+        client
+            .execute(
+                "SELECT truncate_local_data_after_distributing_table($1::text::regclass)",
+                &[table],
+            )
+            .await?;
     }
     for function in ROUTED_FUNCTIONS {
         let distributed = client

@@ -214,6 +214,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             for table in &report.tables {
                 println!("distributed table {table}");
             }
+            for table in &report.reference_tables {
+                println!("made {table} a reference table");
+            }
             for function in &report.functions {
                 println!("distributed function auth.{function} on its user id");
             }
