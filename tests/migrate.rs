@@ -148,3 +148,64 @@ async fn the_migrated_schema_keys_sessions_by_user_and_keeps_no_token_history() 
     pool.close();
     db.drop_now().await;
 }
+
+/// The service owns its users: an `auth.users` it created, with more columns and keys of its
+/// own, is used as it is, and the migrations neither fail on it nor change it.
+#[tokio::test]
+async fn an_existing_user_table_of_the_service_is_used_and_left_alone() {
+    let db = EmptyDb::new("service_users").await;
+    let pool = db.pool();
+    let client = pool.get().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE SCHEMA auth;
+             CREATE TABLE auth.users (
+                 id            uuid PRIMARY KEY,
+                 login         text NOT NULL UNIQUE,
+                 password_hash text NOT NULL,
+                 disabled      boolean NOT NULL DEFAULT false
+             );
+             COMMENT ON TABLE auth.users IS 'The service''s accounts.';
+             INSERT INTO auth.users (id, login, password_hash)
+             VALUES ('6f1c2a4e-0d55-4b8e-9a59-2f0c7c1e3b11', 'ada', 'argon2id$...');",
+        )
+        .await
+        .unwrap();
+    let shape =
+        "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position),
+                        obj_description('auth.users'::regclass, 'pg_class'),
+                        (SELECT string_agg(conname, ', ' ORDER BY conname) FROM pg_constraint
+                         WHERE conrelid = 'auth.users'::regclass)
+                 FROM information_schema.columns
+                 WHERE table_schema = 'auth' AND table_name = 'users'";
+    let before = client.query_one(shape, &[]).await.unwrap();
+    let before: (String, String, String) = (before.get(0), before.get(1), before.get(2));
+
+    let report = migrate(&pool)
+        .await
+        .expect("migrations run beside the service's table");
+    assert_eq!(report.applied.len(), MIGRATIONS.len());
+    let after = client.query_one(shape, &[]).await.unwrap();
+    assert_eq!(before, (after.get(0), after.get(1), after.get(2)));
+
+    // And sessions work against it.
+    let repo = auth_sessions::SessionRepo::new(pool.clone());
+    let user: uuid::Uuid = "6f1c2a4e-0d55-4b8e-9a59-2f0c7c1e3b11".parse().unwrap();
+    let (session, token) = repo
+        .create(&auth_sessions::NewSession::new(
+            user,
+            std::time::Duration::from_secs(60),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.find_by_token(token.expose_secret())
+            .await
+            .unwrap()
+            .map(|s| s.id),
+        Some(session.id)
+    );
+    drop(client);
+    pool.close();
+    db.drop_now().await;
+}

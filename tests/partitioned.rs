@@ -108,8 +108,8 @@ fn partitioned_schema() -> String {
         let text = match migration.version {
             1 => replace_once(
                 migration.sql,
-                "CONSTRAINT users_pkey PRIMARY KEY (id)\n);",
-                "CONSTRAINT users_pkey PRIMARY KEY (id)\n) PARTITION BY HASH (id);",
+                "CONSTRAINT users_pkey PRIMARY KEY (id)\n        );",
+                "CONSTRAINT users_pkey PRIMARY KEY (id)\n        ) PARTITION BY HASH (id);",
             ),
             // Partitioned tables take no storage parameters; their partitions get the fillfactor.
             9 => replace_once(
