@@ -9,29 +9,39 @@
 //!
 //! It builds its own data set in a database `auth_sessions_bench` on the server named by
 //! `DATABASE_URL` (default `postgres://postgres@localhost:5432/postgres`), dropped and
-//! recreated on every run. Sections:
-//! 1. token lookup, `SessionRepo` vs hand-written tokio-postgres (prepared statement, same SQL)
+//! recreated on every run. Every session row carries a real refresh token minted with
+//! `RefreshToken::generate(user)`: the benchmark keeps the token texts, bulk-loads the rows
+//! (with the SHA-256 of each text) by COPY, and presents the texts as a device would.
+//! Sections:
+//! 1. storage per session on the freshly built table;
+//! 2. token lookup, `SessionRepo` vs hand-written tokio-postgres (prepared statement, same SQL)
 //!    vs `pgbench -M prepared` (same SQL), at 1, 8 and 32 concurrent callers;
-//! 2. create, activity (throttled and not), rotation, list, revoke vs hand-written;
-//! 3. cleanup of expired sessions: rows/s, and lookup p99 during cleanup / without;
-//! 4. storage per session;
-//! 5. round trips per repository call, counted on the wire.
+//! 3. create, activity (throttled and not), list, count, revoke vs hand-written;
+//! 4. rotations per second at 1 and 8 callers, each rotating its own sessions;
+//! 5. what one call writes: rows, HOT updates, index entries and WAL bytes;
+//! 6. a user with 10,000 tombstones against a fresh user: create, list, count;
+//! 7. round trips per repository call, counted on the wire;
+//! 8. cleanup of expired sessions: rows/s, and lookup p99 during cleanup / without.
 
 #[path = "../tests/common/relay.rs"]
 mod relay;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io::Cursor;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use auth_sessions::{
     DEFAULT_DATABASE_URL, NewSession, PoolSettings, RefreshToken, Rotation, RotationKey,
-    SessionPolicy, SessionRepo, TokenHash, build_pool_with_config, migrate,
+    SessionKey, SessionPolicy, SessionRepo, build_pool_with_config, migrate,
 };
+use chrono::{SecondsFormat, Utc};
+use futures::SinkExt;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 use uuid::Uuid;
@@ -42,12 +52,28 @@ const BENCH_DB: &str = "auth_sessions_bench";
 /// The default idle timeout of `SessionPolicy`, in seconds: the hand-written queries pass the
 /// same value.
 const IDLE_SECONDS: i64 = 14 * 24 * 60 * 60;
+/// The default rotation grace window of `SessionPolicy`, in seconds.
+const GRACE_SECONDS: i64 = 10;
+/// The default per-user cap of `SessionPolicy`.
+const CAP: i32 = 10;
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+const HOUR_S: i64 = 60 * 60;
+const DAY_S: i64 = 24 * HOUR_S;
+/// Sessions each rotating caller owns and rotates in turn.
+const ROTATION_SESSIONS_PER_CALLER: usize = 80;
+/// Calls per run of the write measurements (section 5), and runs of each.
+const WRITE_CALLS: usize = 1000;
+const WRITE_RUNS: usize = 3;
+/// Calls per run for the measurements right after a checkpoint (each on its own page).
+const FIRST_TOUCH_CALLS: usize = 500;
+/// Upper bound on revocations per second for one caller, to size the revoke data set.
+const REVOKE_RATE_BOUND: f64 = 8000.0;
 
 struct Args {
     sessions: i64,
     seconds: f64,
     expired: i64,
+    tombstones: usize,
     cleanup_batch: u32,
     cleanup_pause_ms: u64,
     only_cleanup: bool,
@@ -59,6 +85,7 @@ fn args() -> Args {
         sessions: 1_000_000,
         seconds: 5.0,
         expired: 1_000_000,
+        tombstones: 10_000,
         cleanup_batch: 1000,
         cleanup_pause_ms: 50,
         only_cleanup: false,
@@ -80,6 +107,7 @@ fn args() -> Args {
             "--sessions" => args.sessions = value(&mut it, "--sessions"),
             "--expired" => args.expired = value(&mut it, "--expired"),
             "--seconds" => args.seconds = value(&mut it, "--seconds"),
+            "--tombstones" => args.tombstones = value(&mut it, "--tombstones"),
             "--cleanup-batch" => args.cleanup_batch = value(&mut it, "--cleanup-batch"),
             "--cleanup-pause-ms" => args.cleanup_pause_ms = value(&mut it, "--cleanup-pause-ms"),
             "--only-cleanup" => args.only_cleanup = true,
@@ -248,6 +276,13 @@ fn query(name: &str) -> (String, Vec<String>) {
     (sql, names)
 }
 
+/// A query's SQL, checking that its parameters are the expected ones in the expected order.
+fn query_with(name: &str, params: &[&str]) -> String {
+    let (sql, names) = query(name);
+    assert_eq!(names, params, "parameters of {name}");
+    sql
+}
+
 fn bench_config() -> Result<Config, BoxError> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
     Ok(Config::from_str(&url)?)
@@ -259,11 +294,143 @@ async fn connect(config: &Config) -> Result<Client, BoxError> {
     Ok(client)
 }
 
-fn synthetic_hash(i: u64) -> TokenHash {
-    TokenHash::from_hex(&format!("{i:064x}")).expect("64 hex digits")
+/// Sends `rows` (COPY text format, one line each) to `copy ... FROM STDIN`.
+async fn copy_rows(
+    client: &Client,
+    sql: &str,
+    rows: impl Iterator<Item = String>,
+) -> Result<u64, BoxError> {
+    const CHUNK: usize = 1 << 20;
+    let sink = client.copy_in::<_, Cursor<Vec<u8>>>(sql).await?;
+    let mut sink = std::pin::pin!(sink);
+    let mut buffer = Vec::with_capacity(CHUNK + 1024);
+    for row in rows {
+        buffer.extend_from_slice(row.as_bytes());
+        if buffer.len() >= CHUNK {
+            let full = std::mem::replace(&mut buffer, Vec::with_capacity(CHUNK + 1024));
+            sink.send(Cursor::new(full)).await?;
+        }
+    }
+    if !buffer.is_empty() {
+        sink.send(Cursor::new(buffer)).await?;
+    }
+    Ok(sink.as_mut().finish().await?)
 }
 
-async fn setup(args: &Args) -> Result<(Config, Client), BoxError> {
+static USER_SERIAL: AtomicU64 = AtomicU64::new(0);
+
+/// `count` new users (random ids), loaded by COPY.
+async fn new_users(client: &Client, count: usize) -> Result<Vec<Uuid>, BoxError> {
+    let users: Vec<Uuid> = (0..count).map(|_| Uuid::new_v4()).collect();
+    let first = USER_SERIAL.fetch_add(count as u64, Ordering::SeqCst);
+    copy_rows(
+        client,
+        "COPY auth.users (id, email) FROM STDIN",
+        users
+            .iter()
+            .enumerate()
+            .map(|(i, id)| format!("{id}\tuser{}@bench.test\n", first + i as u64)),
+    )
+    .await?;
+    Ok(users)
+}
+
+/// How bulk-loaded sessions look. Times are relative to the start of the load, in seconds.
+#[derive(Clone, Copy)]
+struct Bulk {
+    last_active_ago: i64,
+    /// Negative: already expired. Row `i` expires `i` microseconds later still, so that
+    /// expiry order is strict.
+    expires_in: i64,
+    created_ago: i64,
+    /// Revoked (a tombstone, reason `user`) that long ago.
+    revoked_ago: Option<i64>,
+    /// With a device label, an IPv4 address and a user agent.
+    details: bool,
+}
+
+impl Bulk {
+    /// Live: active an hour ago, expiring in 30 days, created a day ago, with details.
+    const LIVE: Bulk = Bulk {
+        last_active_ago: HOUR_S,
+        expires_in: 30 * DAY_S,
+        created_ago: DAY_S,
+        revoked_ago: None,
+        details: true,
+    };
+}
+
+fn timestamp(at: chrono::DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Loads `count` sessions, session `i` owned by `users[i % users.len()]` (so a user's
+/// sessions lie apart in the table, as sessions created over time do), each with a token
+/// minted by `RefreshToken::generate` and stored as the SHA-256 of its text, at generation 0.
+/// Returns the tokens when `keep`.
+async fn bulk_sessions(
+    client: &Client,
+    users: &[Uuid],
+    count: usize,
+    spec: Bulk,
+    keep: bool,
+) -> Result<Vec<RefreshToken>, BoxError> {
+    static SERIAL: AtomicU64 = AtomicU64::new(0);
+    let now = Utc::now();
+    let ago = |seconds: i64| timestamp(now - chrono::Duration::seconds(seconds));
+    let (last_active, created) = (ago(spec.last_active_ago), ago(spec.created_ago));
+    let revoked = spec
+        .revoked_ago
+        .map_or("\\N\t\\N".to_owned(), |s| format!("{}\tuser", ago(s)));
+    let first = SERIAL.fetch_add(count as u64, Ordering::SeqCst);
+    let mut kept = Vec::with_capacity(if keep { count } else { 0 });
+    let rows = (0..count).map(|i| {
+        let user = users[i % users.len()];
+        let token = RefreshToken::generate(user).expect("token");
+        let expires = timestamp(
+            now + chrono::Duration::seconds(spec.expires_in)
+                + chrono::Duration::microseconds(i as i64),
+        );
+        let details = if spec.details {
+            let serial = first + i as u64;
+            let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + serial as u32);
+            format!("device {serial}\t{ip}\tMozilla/5.0 (X11; Linux x86_64) Bench/1.0")
+        } else {
+            "\\N\t\\N\t\\N".to_owned()
+        };
+        let row = format!(
+            "{user}\t{}\t0\t{}\t{details}\t{last_active}\t{expires}\t{created}\t{revoked}\n",
+            token.session_id(),
+            token.hash().as_str(),
+        );
+        if keep {
+            kept.push(token);
+        }
+        row
+    });
+    copy_rows(
+        client,
+        "COPY auth.user_sessions (user_id, id, generation, refresh_token_hash, device_info, \
+         ip_address, user_agent, last_active_at, expires_at, created_at, revoked_at, \
+         revoked_reason) FROM STDIN",
+        rows,
+    )
+    .await?;
+    Ok(kept)
+}
+
+/// The data set the sections share.
+struct Data {
+    /// Owners of the main sessions, ten each.
+    users: Arc<Vec<Uuid>>,
+    /// Tokens of the main sessions that no section changes: lookups present them.
+    lookup: Arc<Vec<RefreshToken>>,
+    /// Main sessions spread evenly over the table (one in `stride`), for writes to pages
+    /// not yet written since a checkpoint; never looked up.
+    spread: Vec<RefreshToken>,
+}
+
+async fn setup(args: &Args) -> Result<(Config, Client, Data), BoxError> {
     let server = bench_config()?;
     let admin = connect(&server).await?;
     admin
@@ -273,57 +440,125 @@ async fn setup(args: &Args) -> Result<(Config, Client), BoxError> {
         .batch_execute(&format!("CREATE DATABASE {BENCH_DB}"))
         .await?;
     let config = server.clone().dbname(BENCH_DB).clone();
-    let pool = build_pool_with_config(config.clone(), &PoolSettings::default())?;
+    let pool = build_pool_with_config(config.clone(), &PoolSettings::default().max_size(1))?;
     migrate(&pool).await?;
     pool.close();
     let client = connect(&config).await?;
-    let users = (args.sessions / 10).max(1);
+    let sessions = args.sessions.max(1) as usize;
     let started = Instant::now();
-    client
-        .execute(
-            "INSERT INTO auth.users (id, email) \
-             SELECT gen_random_uuid(), 'user' || g || '@bench.test' FROM generate_series(1, $1::bigint) g",
-            &[&users],
-        )
-        .await?;
-    // Session i: synthetic hash i (64 hex digits), user i mod users, activity an hour ago.
-    client
-        .execute(
-            "WITH u AS (SELECT array_agg(id ORDER BY email) AS ids FROM auth.users) \
-             INSERT INTO auth.user_sessions (user_id, refresh_token_hash, device_info, ip_address, \
-                 user_agent, last_active_at, expires_at, created_at) \
-             SELECT u.ids[1 + g % $2::bigint], lpad(to_hex(g), 64, '0'), 'device ' || g, \
-                 '10.0.0.0'::inet + g, 'Mozilla/5.0 (X11; Linux x86_64) Bench/1.0', \
-                 now() - interval '1 hour', now() + interval '30 days', now() - interval '1 day' \
-             FROM generate_series(1, $1::bigint) g, u",
-            &[&args.sessions, &users],
-        )
-        .await?;
+    let users = new_users(&client, (sessions / 10).max(1)).await?;
+    let tokens = bulk_sessions(&client, &users, sessions, Bulk::LIVE, true).await?;
     client.batch_execute("VACUUM ANALYZE auth.users").await?;
     client
         .batch_execute("VACUUM ANALYZE auth.user_sessions")
         .await?;
     println!(
-        "data set: {} sessions for {} users, built in {:.1} s\n",
-        args.sessions,
-        users,
+        "data set: {sessions} sessions for {} users (tokens minted, hashed and loaded by COPY), \
+         built in {:.1} s\n",
+        users.len(),
         started.elapsed().as_secs_f64()
     );
-    Ok((config, client))
+    let stride = (sessions / 1000).max(2);
+    let (mut lookup, mut spread) = (Vec::with_capacity(sessions), Vec::new());
+    for (i, token) in tokens.into_iter().enumerate() {
+        if i % stride == stride / 2 && spread.len() < 1000 {
+            spread.push(token);
+        } else {
+            lookup.push(token);
+        }
+    }
+    Ok((
+        config,
+        client,
+        Data {
+            users: Arc::new(users),
+            lookup: Arc::new(lookup),
+            spread,
+        },
+    ))
+}
+
+/// Sessions and users the mutating sections use, each set of its own users, so that no
+/// section (an eviction, a revocation, a rotation) changes another's sessions.
+struct Ops {
+    /// 2,000 users with 10 live sessions each: creating one more evicts one.
+    create_users: Arc<Vec<Uuid>>,
+    /// Sessions to rotate: 80 per caller, for 1 + 8 callers on each side.
+    rotate: Vec<RefreshToken>,
+    /// Sessions to revoke, each once.
+    revoke: Vec<SessionKey>,
+    /// Section 5: sessions to rotate, to record activity on, to revoke; users at the cap;
+    /// users without sessions.
+    write_rotate: Vec<RefreshToken>,
+    write_activity: Vec<SessionKey>,
+    write_revoke: Vec<SessionKey>,
+    write_cap_users: Vec<Uuid>,
+    write_fresh_users: Vec<Uuid>,
+}
+
+async fn prepare_ops(args: &Args, client: &Client) -> Result<Ops, BoxError> {
+    let started = Instant::now();
+    let keys = |tokens: Vec<RefreshToken>| -> Vec<SessionKey> {
+        tokens.iter().map(RefreshToken::session_key).collect()
+    };
+    let create_users = new_users(client, 2000).await?;
+    bulk_sessions(client, &create_users, 20_000, Bulk::LIVE, false).await?;
+    let rotate_count = 2 * 9 * ROTATION_SESSIONS_PER_CALLER;
+    let users = new_users(client, rotate_count / 10).await?;
+    let rotate = bulk_sessions(client, &users, rotate_count, Bulk::LIVE, true).await?;
+    let revoke_count = (2.0 * REVOKE_RATE_BOUND * args.seconds) as usize;
+    let users = new_users(client, revoke_count / 10).await?;
+    let revoke = keys(bulk_sessions(client, &users, revoke_count, Bulk::LIVE, true).await?);
+    let users = new_users(client, 10).await?;
+    let write_rotate = bulk_sessions(client, &users, 100, Bulk::LIVE, true).await?;
+    let users = new_users(client, 10).await?;
+    let write_activity = keys(bulk_sessions(client, &users, 100, Bulk::LIVE, true).await?);
+    // Four neighbouring rows of one user for every call: one for the unmeasured run, one for
+    // each measured run (see `writes`).
+    let revoke_count = 4 * WRITE_CALLS;
+    let users = new_users(client, revoke_count / 10).await?;
+    let neighbours: Vec<Uuid> = users.iter().flat_map(|u| [*u; 4]).collect();
+    let write_revoke =
+        keys(bulk_sessions(client, &neighbours, revoke_count, Bulk::LIVE, true).await?);
+    let write_cap_users = new_users(client, 100).await?;
+    bulk_sessions(client, &write_cap_users, 1000, Bulk::LIVE, false).await?;
+    let write_fresh_users = new_users(client, WRITE_CALLS / 2).await?;
+    client.batch_execute("VACUUM ANALYZE auth.users").await?;
+    client
+        .batch_execute("VACUUM ANALYZE auth.user_sessions")
+        .await?;
+    println!(
+        "sessions for the mutating sections (their own users) loaded in {:.1} s\n",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Ops {
+        create_users: Arc::new(create_users),
+        rotate,
+        revoke,
+        write_rotate,
+        write_activity,
+        write_revoke,
+        write_cap_users,
+        write_fresh_users,
+    })
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
-    let (config, client) = setup(&args).await?;
+    let (config, client, data) = setup(&args).await?;
     if args.only_lookups {
-        return lookups(&args, &config).await;
+        return lookups(&args, &config, &data).await;
     }
     if !args.only_cleanup {
-        lookups(&args, &config).await?;
-        operations(&args, &config, &client).await?;
         storage(&client).await?;
+        let ops = prepare_ops(&args, &client).await?;
+        lookups(&args, &config, &data).await?;
+        operations(&args, &config, &client, &data, &ops).await?;
+        rotations(&args, &config, &ops).await?;
+        writes(&config, &client, &data, &ops).await?;
+        tombstones(&args, &config, &client).await?;
         round_trips(&config, &client).await?;
     }
-    cleanup(&args, &config, &client).await?;
+    cleanup(&args, &config, &client, &data).await?;
     Ok(())
 }
 
@@ -332,31 +567,24 @@ fn repo_for(config: &Config, size: usize, policy: SessionPolicy) -> Result<Sessi
     Ok(SessionRepo::with_policy(pool, policy))
 }
 
-async fn warm(repo: &SessionRepo, size: usize) -> Result<(), BoxError> {
+fn ops_policy() -> SessionPolicy {
+    SessionPolicy::default().rotation_key(bench_key())
+}
+
+async fn warm(
+    repo: &SessionRepo,
+    size: usize,
+    tokens: &Arc<Vec<RefreshToken>>,
+) -> Result<(), BoxError> {
     // Open every connection and prepare the lookup on each.
-    let calls = (0..size).map(|i| repo.find_by_token_hash_owned(synthetic_hash(i as u64 + 1)));
+    let calls = (0..size).map(|i| {
+        let (repo, tokens) = (repo.clone(), tokens.clone());
+        async move { repo.find_by_token(tokens[i].expose_secret()).await }
+    });
     for result in futures::future::join_all(calls).await {
         result?;
     }
     Ok(())
-}
-
-trait FindOwned {
-    fn find_by_token_hash_owned(
-        &self,
-        hash: TokenHash,
-    ) -> impl Future<Output = Result<Option<auth_sessions::Session>, auth_sessions::Error>> + Send;
-}
-
-impl FindOwned for SessionRepo {
-    fn find_by_token_hash_owned(
-        &self,
-        hash: TokenHash,
-    ) -> impl Future<Output = Result<Option<auth_sessions::Session>, auth_sessions::Error>> + Send
-    {
-        let repo = self.clone();
-        async move { repo.find_by_token_hash(&hash).await }
-    }
 }
 
 fn row(name: &str, run: &Run, baseline: Option<&Run>) -> String {
@@ -371,41 +599,75 @@ fn row(name: &str, run: &Run, baseline: Option<&Run>) -> String {
     )
 }
 
-async fn lookups(args: &Args, config: &Config) -> Result<(), BoxError> {
-    println!("## 1. Token lookup (the hot path)\n");
+/// The lookup SQL, parameters `$1` user id, `$2` session id, `$3` token hash, `$4` idle seconds.
+fn lookup_sql() -> String {
+    query_with(
+        "get_session_by_token",
+        &["user_id", "id", "refresh_token_hash", "idle_seconds"],
+    )
+}
+
+/// A hand-written lookup: parse the presented text and hash it (as `SessionRepo` does), then
+/// the prepared statement, decoding the fields `SessionRepo` returns.
+async fn hand_lookup(client: &Client, statement: &tokio_postgres::Statement, presented: &str) {
+    let token = RefreshToken::parse(presented).expect("well-formed token");
+    let hash = token.hash();
+    let row = client
+        .query_opt(
+            statement,
+            &[
+                &token.user_id(),
+                &token.session_id(),
+                &hash.as_str(),
+                &Some(IDLE_SECONDS),
+            ],
+        )
+        .await
+        .expect("lookup")
+        .expect("found");
+    std::hint::black_box(HandSession::from_row(&row));
+}
+
+async fn lookups(args: &Args, config: &Config, data: &Data) -> Result<(), BoxError> {
+    println!("## 2. Token lookup (the hot path)\n");
     println!("| callers | implementation | calls/s | p50 ms | p99 ms | throughput ratio |");
     println!("|---|---|---|---|---|---|");
-    let (sql, names) = query("get_session_by_token_hash");
-    assert_eq!(names, ["refresh_token_hash", "idle_seconds"]);
-    let n = args.sessions as u64;
+    let sql = lookup_sql();
+    let tokens = data.lookup.clone();
+    let n = tokens.len() as u64;
     for concurrency in [1usize, 8, 32] {
         // Hand-written: one connection per caller, the same SQL prepared once on each.
         let mut states = Vec::new();
         for _ in 0..concurrency {
             states.push(hand(config, &sql).await?);
         }
-        let handwritten_calls = (states, move |h: Arc<Hand>, seed| async move {
-            let hash = format!("{:064x}", 1 + seed % n);
-            let row = h
-                .client
-                .query_opt(&h.statement, &[&hash, &Some(IDLE_SECONDS)])
-                .await
-                .expect("lookup")
-                .expect("found");
-            // Decoded into the same fields SessionRepo returns, as a service would.
-            std::hint::black_box(HandSession::from_row(&row));
+        let t = tokens.clone();
+        let handwritten_calls = (states, move |h: Arc<Hand>, seed| {
+            let t = t.clone();
+            async move {
+                hand_lookup(
+                    &h.client,
+                    &h.statement,
+                    t[(seed % n) as usize].expose_secret(),
+                )
+                .await;
+            }
         });
 
         let repo = repo_for(config, concurrency, SessionPolicy::default())?;
-        warm(&repo, concurrency).await?;
+        warm(&repo, concurrency, &tokens).await?;
+        let t = tokens.clone();
         let ours = (
             vec![repo.clone(); concurrency],
-            move |repo: SessionRepo, seed| async move {
-                let found = repo
-                    .find_by_token_hash(&synthetic_hash(1 + seed % n))
-                    .await
-                    .expect("lookup");
-                assert!(found.is_some());
+            move |repo: SessionRepo, seed| {
+                let t = t.clone();
+                async move {
+                    let found = repo
+                        .find_by_token(t[(seed % n) as usize].expose_secret())
+                        .await
+                        .expect("lookup");
+                    assert!(found.is_some());
+                }
             },
         );
         let (handwritten, ours) = compare(args.seconds, handwritten_calls.clone(), ours).await;
@@ -417,27 +679,22 @@ async fn lookups(args: &Args, config: &Config) -> Result<(), BoxError> {
             &PoolSettings::default().max_size(concurrency),
         )?;
         let pooled_sql: Arc<str> = Arc::from(sql.as_str());
+        let t = tokens.clone();
         let pooled = (
             vec![pool.clone(); concurrency],
             move |pool: deadpool_postgres::Pool, seed| {
-                let sql = pooled_sql.clone();
+                let (sql, t) = (pooled_sql.clone(), t.clone());
                 async move {
-                    let hash = format!("{:064x}", 1 + seed % n);
                     let client = pool.get().await.expect("pooled connection");
                     let statement = client.prepare_cached(&sql).await.expect("prepare");
-                    let row = client
-                        .query_opt(&statement, &[&hash, &Some(IDLE_SECONDS)])
-                        .await
-                        .expect("lookup")
-                        .expect("found");
-                    std::hint::black_box(HandSession::from_row(&row));
+                    hand_lookup(&client, &statement, t[(seed % n) as usize].expose_secret()).await;
                 }
             },
         );
         let (_, pooled) = compare(args.seconds / 2.0, handwritten_calls, pooled).await;
         pool.close();
 
-        let pgbench = pgbench(config, &sql, n, concurrency, args.seconds).await?;
+        let pgbench = pgbench(config, &sql, &tokens, concurrency, args.seconds).await?;
         println!(
             "{}",
             row(
@@ -487,21 +744,51 @@ async fn lookups(args: &Args, config: &Config) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// `pgbench -M prepared` on the same SQL, the hash built in SQL from a random number.
+/// Keys pgbench draws from (the most scripts pgbench takes): a sample spread over the whole
+/// lookup set.
+const PGBENCH_KEYS: usize = 128;
+
+/// Seconds pgbench runs before its transactions count.
+const PGBENCH_WARMUP_S: u64 = 2;
+
+/// The lookup SQL with the key of `token` (and the idle timeout) in place of its parameters.
+fn literal_lookup(sql: &str, token: &RefreshToken) -> String {
+    sql.replace("$4", &IDLE_SECONDS.to_string())
+        .replace("$3", &format!("'{}'", token.hash().as_str()))
+        .replace("$2", &format!("'{}'", token.session_id()))
+        .replace("$1", &format!("'{}'", token.user_id()))
+        .replace('\n', " ")
+}
+
+/// `pgbench -M prepared` on the same SQL. pgbench can bind only numbers it draws itself, not
+/// a token's ids and hash, so it gets 128 scripts of equal weight, each the lookup with one
+/// real key's values as literals, and picks one at random for every transaction (each
+/// statement prepared once per connection, in a warm-up that is not counted). The server does
+/// the same work per call as for the other two sides, but over 128 rows that stay in shared
+/// buffers, where the other sides draw from the whole table: this favours pgbench.
 async fn pgbench(
     config: &Config,
     sql: &str,
-    n: u64,
+    tokens: &[RefreshToken],
     concurrency: usize,
     seconds: f64,
 ) -> Result<Run, BoxError> {
+    let count = tokens.len().min(PGBENCH_KEYS);
+    let step = tokens.len() / count;
+    let sample: Vec<&RefreshToken> = (0..count).map(|i| &tokens[i * step]).collect();
     let dir = tempfile::tempdir()?;
-    let script = dir.path().join("lookup.sql");
-    let statement = sql
-        .replace("$1", "lpad(to_hex(:i::bigint), 64, '0')")
-        .replace("$2", &IDLE_SECONDS.to_string())
-        .replace('\n', " ");
-    std::fs::write(&script, format!("\\set i random(1, {n})\n{statement};\n"))?;
+    let client = connect(config).await?;
+    let mut scripts = Vec::new();
+    for (i, token) in sample.iter().enumerate() {
+        let statement = literal_lookup(sql, token);
+        // Every script finds its session.
+        let found = client.query(&statement, &[]).await?;
+        assert_eq!(found.len(), 1, "the pgbench statement finds its session");
+        let script = dir.path().join(format!("lookup{i}.sql"));
+        std::fs::write(&script, format!("{statement};\n"))?;
+        scripts.push(script);
+    }
+    drop(client);
     let host = match config.get_hosts().first() {
         Some(Host::Tcp(host)) => host.clone(),
         _ => "localhost".to_owned(),
@@ -518,10 +805,15 @@ async fn pgbench(
             "-j",
             &concurrency.min(2).to_string(),
         ])
-        .args(["-T", &(seconds.ceil() as u64).to_string()])
-        .args(["-h", &host, "-p", &port.to_string(), "-U", &user, "-f"])
-        .arg(&script)
-        .arg(BENCH_DB);
+        .args([
+            "-T",
+            &(seconds.ceil() as u64 + PGBENCH_WARMUP_S).to_string(),
+        ])
+        .args(["-h", &host, "-p", &port.to_string(), "-U", &user]);
+    for script in &scripts {
+        command.arg("-f").arg(script);
+    }
+    command.arg(BENCH_DB);
     if let Some(password) = config.get_password() {
         command.env("PGPASSWORD", String::from_utf8_lossy(password).into_owned());
     }
@@ -536,7 +828,8 @@ async fn pgbench(
         )
         .into());
     }
-    let mut latencies_us = Vec::new();
+    // Log lines: client, transaction, latency (µs), script, end time (s, µs).
+    let mut transactions: Vec<(u64, u64)> = Vec::new();
     for entry in std::fs::read_dir(dir.path())? {
         let path = entry?.path();
         if path
@@ -544,15 +837,33 @@ async fn pgbench(
             .is_some_and(|f| f.to_string_lossy().starts_with("lat"))
         {
             for line in std::fs::read_to_string(path)?.lines() {
-                if let Some(latency) = line.split_whitespace().nth(2).and_then(|v| v.parse().ok()) {
-                    latencies_us.push(latency);
+                let fields: Vec<u64> = line
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                if let [_, _, latency, _, seconds, micros] = fields[..] {
+                    transactions.push((seconds * 1_000_000 + micros, latency));
                 }
             }
         }
     }
+    // Only transactions that end after the warm-up count: pgbench prepares each client's
+    // statements synchronously on first use, stalling the other clients of its thread.
+    let first = transactions
+        .iter()
+        .map(|t| t.0)
+        .min()
+        .ok_or("no transactions")?;
+    let from = first + PGBENCH_WARMUP_S * 1_000_000;
+    let last = transactions.iter().map(|t| t.0).max().unwrap_or(from);
+    let latencies_us: Vec<u64> = transactions
+        .iter()
+        .filter(|t| t.0 >= from)
+        .map(|t| t.1)
+        .collect();
     Ok(Run {
         calls: latencies_us.len() as u64,
-        elapsed: Duration::from_secs_f64(seconds.ceil()),
+        elapsed: Duration::from_micros(last.saturating_sub(from).max(1)),
         latencies_us,
     })
 }
@@ -563,7 +874,7 @@ struct HandSession {
     id: Uuid,
     user_id: Uuid,
     device_info: Option<String>,
-    ip_address: Option<std::net::IpAddr>,
+    ip_address: Option<IpAddr>,
     user_agent: Option<String>,
     last_active_at: chrono::DateTime<chrono::Utc>,
     expires_at: chrono::DateTime<chrono::Utc>,
@@ -585,6 +896,30 @@ impl HandSession {
     }
 }
 
+/// What a hand-written list decodes per row: the fields of `auth_sessions::Device`.
+#[allow(dead_code)] // Read only through black_box.
+struct HandDevice {
+    id: Uuid,
+    device_info: Option<String>,
+    ip_address: Option<IpAddr>,
+    last_active_at: chrono::DateTime<chrono::Utc>,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl HandDevice {
+    fn from_row(row: &tokio_postgres::Row) -> Self {
+        Self {
+            id: row.get(0),
+            device_info: row.get(1),
+            ip_address: row.get(2),
+            last_active_at: row.get(3),
+            expires_at: row.get(4),
+            created_at: row.get(5),
+        }
+    }
+}
+
 /// One caller of a hand-written operation: its own connection and prepared statement.
 struct Hand {
     client: Client,
@@ -601,54 +936,61 @@ fn bench_key() -> RotationKey {
     RotationKey::from_bytes(b"benchmark rotation key, 32 bytes or more").expect("key")
 }
 
-async fn ids(client: &Client, sql: &str, limit: i64) -> Result<Vec<Uuid>, BoxError> {
-    Ok(client
-        .query(sql, &[&limit])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
-}
-
 fn pick<T: Copy>(items: &[T], seed: u64) -> T {
     items[(seed % items.len() as u64) as usize]
 }
 
 type Shared<T> = Arc<std::sync::Mutex<T>>;
 
-async fn operations(args: &Args, config: &Config, admin: &Client) -> Result<(), BoxError> {
-    println!("## 2. Other operations, one caller, versus hand-written tokio-postgres\n");
+async fn operations(
+    args: &Args,
+    config: &Config,
+    admin: &Client,
+    data: &Data,
+    ops: &Ops,
+) -> Result<(), BoxError> {
+    println!("## 3. Other operations, one caller, versus hand-written tokio-postgres\n");
     println!("| operation | implementation | calls/s | p50 ms | p99 ms | throughput ratio |");
     println!("|---|---|---|---|---|---|");
     let seconds = args.seconds;
-    let policy = SessionPolicy::default().rotation_key(bench_key());
-    let repo = repo_for(config, 1, policy.clone())?;
-    let unthrottled = repo_for(config, 1, policy.clone().activity_interval(Duration::ZERO))?;
-    let users: Arc<Vec<Uuid>> = Arc::new(
-        ids(
-            admin,
-            "SELECT id FROM auth.users ORDER BY email LIMIT $1",
-            20_000,
-        )
-        .await?,
-    );
+    let repo = repo_for(config, 1, ops_policy())?;
+    let unthrottled = repo_for(config, 1, ops_policy().activity_interval(Duration::ZERO))?;
     let mut results: Vec<(&str, Run, Run)> = Vec::new();
 
-    // create: the same SQL and parameters (per-user cap 10, evicting); token drawn and hashed.
-    let h = hand(config, &query("create_session").0).await?;
-    let u = users.clone();
+    // create: users with 10 live sessions each (the cap: every login evicts one), the same SQL
+    // and parameters; the token minted and hashed on both sides.
+    let sql = query_with(
+        "create_session",
+        &[
+            "user_id",
+            "id",
+            "generation",
+            "refresh_token_hash",
+            "device_info",
+            "ip_address",
+            "user_agent",
+            "ttl_seconds",
+            "idle_seconds",
+            "max_sessions",
+            "evict",
+        ],
+    );
+    let h = hand(config, &sql).await?;
+    let u = ops.create_users.clone();
     let handwritten = (vec![h], move |h: Arc<Hand>, seed| {
         let user = pick(&u, seed);
         async move {
-            let hash = RefreshToken::generate().expect("token").hash();
+            let token = RefreshToken::generate(user).expect("token");
+            let hash = token.hash();
             let device: Option<&str> = Some("bench device");
-            let ip: Option<std::net::IpAddr> = Some("192.0.2.1".parse().expect("ip"));
+            let ip: Option<IpAddr> = Some("192.0.2.1".parse().expect("ip"));
             let agent: Option<&str> = Some("Bench/1.0");
-            let (ttl, cap, evict) = (86_400i64, Some(10i32), true);
-            let hash = hash.as_str();
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            let (generation, ttl, cap, evict) = (0i32, 86_400i64, Some(CAP), true);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
                 &user,
-                &hash,
+                &token.session_id(),
+                &generation,
+                &hash.as_str(),
                 &device,
                 &ip,
                 &agent,
@@ -663,7 +1005,7 @@ async fn operations(args: &Args, config: &Config, admin: &Client) -> Result<(), 
                 .expect("create");
         }
     });
-    let u = users.clone();
+    let u = ops.create_users.clone();
     let ours = (vec![repo.clone()], move |repo: SessionRepo, seed| {
         let user = pick(&u, seed);
         async move {
@@ -675,16 +1017,28 @@ async fn operations(args: &Args, config: &Config, admin: &Client) -> Result<(), 
         }
     });
     let (handwritten, ours) = compare(seconds, handwritten, ours).await;
-    results.push(("create", handwritten, ours));
+    results.push(("create (at the cap: evicts one)", handwritten, ours));
 
-    // activity: throttled (recent activity: nothing written) and unthrottled (always written).
-    let session_ids: Arc<Vec<Uuid>> = Arc::new(
-        ids(
-            admin,
-            "SELECT id FROM auth.user_sessions WHERE revoked_at IS NULL LIMIT $1",
-            50_000,
-        )
-        .await?,
+    // activity: throttled (recent activity: nothing written) and unthrottled (always written),
+    // on main sessions (activity changes no token).
+    let keys: Arc<Vec<SessionKey>> = Arc::new(
+        data.lookup
+            .iter()
+            .step_by((data.lookup.len() / 50_000).max(1))
+            .map(RefreshToken::session_key)
+            .collect(),
+    );
+    let (user_ids, session_ids): (Vec<Uuid>, Vec<Uuid>) =
+        keys.iter().map(|k| (k.user_id, k.session_id)).unzip();
+    let sql = query_with(
+        "update_session_activity",
+        &[
+            "user_id",
+            "id",
+            "idle_seconds",
+            "ip_address",
+            "min_interval_seconds",
+        ],
     );
     for (label, interval, repo) in [
         ("activity, throttled 60 s", 60i64, &repo),
@@ -692,122 +1046,103 @@ async fn operations(args: &Args, config: &Config, admin: &Client) -> Result<(), 
     ] {
         admin
             .execute(
-                "UPDATE auth.user_sessions SET last_active_at = now() WHERE id = ANY($1)",
-                &[&*session_ids],
+                "UPDATE auth.user_sessions SET last_active_at = now() \
+                 WHERE (user_id, id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
+                &[&user_ids, &session_ids],
             )
             .await?;
-        let h = hand(config, &query("update_session_activity").0).await?;
-        let i = session_ids.clone();
+        let h = hand(config, &sql).await?;
+        let k = keys.clone();
         let handwritten = (vec![h], move |h: Arc<Hand>, seed| {
-            let id = pick(&i, seed);
+            let key = pick(&k, seed);
             async move {
-                let ip: Option<std::net::IpAddr> = None;
+                let ip: Option<IpAddr> = None;
                 h.client
-                    .query_opt(&h.statement, &[&id, &Some(IDLE_SECONDS), &ip, &interval])
+                    .query_opt(
+                        &h.statement,
+                        &[
+                            &key.user_id,
+                            &key.session_id,
+                            &Some(IDLE_SECONDS),
+                            &ip,
+                            &interval,
+                        ],
+                    )
                     .await
-                    .expect("activity");
+                    .expect("activity")
+                    .expect("live");
             }
         });
-        let i = session_ids.clone();
+        let k = keys.clone();
         let ours = (vec![repo.clone()], move |repo: SessionRepo, seed| {
-            let id = pick(&i, seed);
+            let key = pick(&k, seed);
             async move {
-                repo.record_activity(id, None).await.expect("activity");
+                repo.record_activity(key, None)
+                    .await
+                    .expect("activity")
+                    .expect("live");
             }
         });
         let (handwritten, ours) = compare(seconds, handwritten, ours).await;
         results.push((label, handwritten, ours));
     }
 
-    // rotate: each side rotates its own session's token again and again.
-    let (_, token_h) = repo.create(&NewSession::new(users[0], DAY)).await?;
-    let (_, token_r) = repo.create(&NewSession::new(users[0], DAY)).await?;
-    let h = hand(config, &query("rotate_session").0).await?;
-    let chain: Shared<RefreshToken> = Arc::new(std::sync::Mutex::new(token_h));
-    let key = Arc::new(bench_key());
-    let handwritten = (
-        vec![(h, chain, key)],
-        |(h, chain, key): (Arc<Hand>, Shared<RefreshToken>, Arc<RotationKey>), _| async move {
-            let current = chain.lock().unwrap().clone();
-            let next = key.successor(&current);
-            let (old_hash, new_hash) = (current.hash(), next.hash());
-            let row = h
-                .client
-                .query_opt(
-                    &h.statement,
-                    &[
-                        &old_hash.as_str(),
-                        &new_hash.as_str(),
-                        &Some(IDLE_SECONDS),
-                        &10i64,
-                    ],
-                )
-                .await
-                .expect("rotate")
-                .expect("row");
-            assert_eq!(row.get::<_, &str>(0), "rotated");
-            *chain.lock().unwrap() = next;
-        },
-    );
-    let chain: Shared<RefreshToken> = Arc::new(std::sync::Mutex::new(token_r));
-    let ours = (
-        vec![(repo.clone(), chain)],
-        |(repo, chain): (SessionRepo, Shared<RefreshToken>), _| async move {
-            let current = chain.lock().unwrap().clone();
-            let rotation = repo.rotate(current.expose_secret()).await.expect("rotate");
-            let Rotation::Rotated { token, .. } = rotation else {
-                panic!("rotation failed")
-            };
-            *chain.lock().unwrap() = token;
-        },
-    );
-    let (handwritten, ours) = compare(seconds, handwritten, ours).await;
-    results.push(("rotate", handwritten, ours));
+    // list and count: a random main user's devices (10 sessions each).
+    for (label, name) in [
+        ("list", "get_user_sessions"),
+        ("count", "count_user_sessions"),
+    ] {
+        let h = hand(config, &query_with(name, &["user_id", "idle_seconds"])).await?;
+        let u = data.users.clone();
+        let handwritten = (vec![h], move |h: Arc<Hand>, seed| {
+            let user = pick(&u, seed);
+            async move {
+                let rows = h
+                    .client
+                    .query(&h.statement, &[&user, &Some(IDLE_SECONDS)])
+                    .await
+                    .expect(label);
+                // Decoded as SessionRepo decodes them.
+                if label == "list" {
+                    for row in &rows {
+                        std::hint::black_box(HandDevice::from_row(row));
+                    }
+                } else {
+                    std::hint::black_box(rows[0].get::<_, i64>(0));
+                }
+            }
+        });
+        let u = data.users.clone();
+        let ours = (vec![repo.clone()], move |repo: SessionRepo, seed| {
+            let user = pick(&u, seed);
+            async move {
+                if label == "list" {
+                    std::hint::black_box(repo.list_devices(user).await.expect("list"));
+                } else {
+                    std::hint::black_box(repo.count_live(user).await.expect("count"));
+                }
+            }
+        });
+        let (handwritten, ours) = compare(seconds, handwritten, ours).await;
+        results.push((label, handwritten, ours));
+    }
 
-    // list: a random user's devices (10 sessions each in the data set).
-    let h = hand(config, &query("get_user_sessions").0).await?;
-    let u = users.clone();
-    let handwritten = (vec![h], move |h: Arc<Hand>, seed| {
-        let user = pick(&u, seed);
-        async move {
-            h.client
-                .query(&h.statement, &[&user, &Some(IDLE_SECONDS)])
-                .await
-                .expect("list");
-        }
-    });
-    let u = users.clone();
-    let ours = (vec![repo.clone()], move |repo: SessionRepo, seed| {
-        let user = pick(&u, seed);
-        async move {
-            repo.list_devices(user).await.expect("list");
-        }
-    });
-    let (handwritten, ours) = compare(seconds, handwritten, ours).await;
-    results.push(("list", handwritten, ours));
-
-    // revoke: distinct live sessions, each revoked once, owners known beforehand.
-    let rows = admin
-        .query(
-            "SELECT id, user_id FROM auth.user_sessions WHERE revoked_at IS NULL ORDER BY id LIMIT $1",
-            &[&200_000i64],
-        )
-        .await?;
-    let mut pairs: Vec<(Uuid, Uuid)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let second: Shared<Vec<(Uuid, Uuid)>> =
+    // revoke: distinct live sessions, each revoked once.
+    let mut pairs = ops.revoke.clone();
+    let second: Shared<Vec<SessionKey>> =
         Arc::new(std::sync::Mutex::new(pairs.split_off(pairs.len() / 2)));
-    let first: Shared<Vec<(Uuid, Uuid)>> = Arc::new(std::sync::Mutex::new(pairs));
-    let h = hand(config, &query("revoke_session").0).await?;
+    let first: Shared<Vec<SessionKey>> = Arc::new(std::sync::Mutex::new(pairs));
+    let h = hand(config, &query_with("revoke_session", &["user_id", "id"])).await?;
     let handwritten = (
         vec![(h, first)],
-        |(h, list): (Arc<Hand>, Shared<Vec<(Uuid, Uuid)>>), _| async move {
-            let (id, user) = list
+        |(h, list): (Arc<Hand>, Shared<Vec<SessionKey>>), _| async move {
+            let key = list
                 .lock()
                 .unwrap()
                 .pop()
-                .expect("enough sessions to revoke");
+                .expect("enough sessions to revoke: raise REVOKE_RATE_BOUND");
             h.client
-                .query_opt(&h.statement, &[&id, &user])
+                .query_opt(&h.statement, &[&key.user_id, &key.session_id])
                 .await
                 .expect("revoke")
                 .expect("revoked");
@@ -815,13 +1150,13 @@ async fn operations(args: &Args, config: &Config, admin: &Client) -> Result<(), 
     );
     let ours = (
         vec![(repo.clone(), second)],
-        |(repo, list): (SessionRepo, Shared<Vec<(Uuid, Uuid)>>), _| async move {
-            let (id, user) = list
+        |(repo, list): (SessionRepo, Shared<Vec<SessionKey>>), _| async move {
+            let key = list
                 .lock()
                 .unwrap()
                 .pop()
-                .expect("enough sessions to revoke");
-            assert!(repo.revoke(id, user).await.expect("revoke"));
+                .expect("enough sessions to revoke: raise REVOKE_RATE_BOUND");
+            assert!(repo.revoke(key).await.expect("revoke"));
         },
     );
     let (handwritten, ours) = compare(seconds, handwritten, ours).await;
@@ -838,11 +1173,608 @@ async fn operations(args: &Args, config: &Config, admin: &Client) -> Result<(), 
         );
     }
     println!();
+    repo.pool().close();
+    unthrottled.pool().close();
+    Ok(())
+}
+
+/// A caller's own sessions, rotated in turn: the current token text of each.
+struct Chain {
+    tokens: Vec<String>,
+    next: usize,
+}
+
+impl Chain {
+    fn shared(tokens: &[RefreshToken]) -> Shared<Chain> {
+        Arc::new(std::sync::Mutex::new(Chain {
+            tokens: tokens
+                .iter()
+                .map(|t| t.expose_secret().to_owned())
+                .collect(),
+            next: 0,
+        }))
+    }
+
+    /// The next session's index and current token.
+    fn take(chain: &Shared<Chain>) -> (usize, String) {
+        let mut chain = chain.lock().unwrap();
+        let i = chain.next;
+        chain.next = (i + 1) % chain.tokens.len();
+        (i, chain.tokens[i].clone())
+    }
+
+    fn put(chain: &Shared<Chain>, i: usize, token: String) {
+        chain.lock().unwrap().tokens[i] = token;
+    }
+}
+
+async fn rotations(args: &Args, config: &Config, ops: &Ops) -> Result<(), BoxError> {
+    println!(
+        "## 4. Rotation: rotations/s, each caller rotating its own {ROTATION_SESSIONS_PER_CALLER} \
+         sessions in turn\n"
+    );
+    println!("| callers | implementation | rotations/s | p50 ms | p99 ms | throughput ratio |");
+    println!("|---|---|---|---|---|---|");
+    let sql = query_with(
+        "rotate_session",
+        &[
+            "user_id",
+            "id",
+            "generation",
+            "presented_hash",
+            "successor_hash",
+            "idle_seconds",
+            "grace_seconds",
+        ],
+    );
+    let mut sessions = ops.rotate.chunks(ROTATION_SESSIONS_PER_CALLER);
+    let key = Arc::new(bench_key());
+    for callers in [1usize, 8] {
+        let mut hand_states = Vec::new();
+        for _ in 0..callers {
+            hand_states.push((
+                hand(config, &sql).await?,
+                Chain::shared(sessions.next().expect("rotation sessions")),
+            ));
+        }
+        let k = key.clone();
+        let handwritten = (
+            hand_states,
+            move |(h, chain): (Arc<Hand>, Shared<Chain>), _| {
+                let key = k.clone();
+                async move {
+                    let (i, current) = Chain::take(&chain);
+                    let token = RefreshToken::parse(&current).expect("token");
+                    let next = key.successor(&token).expect("successor");
+                    let generation = i32::try_from(token.generation()).expect("generation");
+                    let row = h
+                        .client
+                        .query_opt(
+                            &h.statement,
+                            &[
+                                &token.user_id(),
+                                &token.session_id(),
+                                &generation,
+                                &token.hash().as_str(),
+                                &next.hash().as_str(),
+                                &Some(IDLE_SECONDS),
+                                &GRACE_SECONDS,
+                            ],
+                        )
+                        .await
+                        .expect("rotate")
+                        .expect("row");
+                    assert_eq!(row.get::<_, &str>(0), "rotated");
+                    Chain::put(&chain, i, next.expose_secret().to_owned());
+                }
+            },
+        );
+        let repo = repo_for(config, callers, ops_policy())?;
+        let ours_states: Vec<_> = (0..callers)
+            .map(|_| {
+                (
+                    repo.clone(),
+                    Chain::shared(sessions.next().expect("rotation sessions")),
+                )
+            })
+            .collect();
+        let ours = (
+            ours_states,
+            |(repo, chain): (SessionRepo, Shared<Chain>), _| async move {
+                let (i, current) = Chain::take(&chain);
+                let rotation = repo.rotate(&current).await.expect("rotate");
+                let Rotation::Rotated { token, .. } = rotation else {
+                    panic!("rotation failed: {rotation:?}")
+                };
+                Chain::put(&chain, i, token.expose_secret().to_owned());
+            },
+        );
+        let (handwritten, ours) = compare(args.seconds, handwritten, ours).await;
+        repo.pool().close();
+        println!(
+            "{}",
+            row(
+                &format!("{callers} | hand-written tokio-postgres"),
+                &handwritten,
+                None
+            )
+        );
+        println!(
+            "{}",
+            row(
+                &format!("{callers} | SessionRepo::rotate"),
+                &ours,
+                Some(&handwritten)
+            )
+        );
+    }
+    println!();
+    Ok(())
+}
+
+/// Cumulative row counts of the session table from `pg_stat_user_tables`.
+#[derive(Clone, Copy, Default)]
+struct TableCounts {
+    inserted: i64,
+    updated: i64,
+    hot: i64,
+    deleted: i64,
+}
+
+impl TableCounts {
+    fn minus(self, other: TableCounts) -> TableCounts {
+        TableCounts {
+            inserted: self.inserted - other.inserted,
+            updated: self.updated - other.updated,
+            hot: self.hot - other.hot,
+            deleted: self.deleted - other.deleted,
+        }
+    }
+
+    fn plus(self, other: TableCounts) -> TableCounts {
+        TableCounts {
+            inserted: self.inserted + other.inserted,
+            updated: self.updated + other.updated,
+            hot: self.hot + other.hot,
+            deleted: self.deleted + other.deleted,
+        }
+    }
+}
+
+async fn table_counts(admin: &Client) -> Result<TableCounts, BoxError> {
+    let row = admin
+        .query_one(
+            "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables \
+             WHERE relid = 'auth.user_sessions'::regclass",
+            &[],
+        )
+        .await?;
+    Ok(TableCounts {
+        inserted: row.get(0),
+        updated: row.get(1),
+        hot: row.get(2),
+        deleted: row.get(3),
+    })
+}
+
+async fn wal_lsn(admin: &Client) -> Result<String, BoxError> {
+    Ok(admin
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0))
+}
+
+async fn wal_bytes(admin: &Client, from: &str, to: &str) -> Result<i64, BoxError> {
+    Ok(admin
+        .query_one(
+            "SELECT pg_wal_lsn_diff($2::text::pg_lsn, $1::text::pg_lsn)::bigint",
+            &[&from, &to],
+        )
+        .await?
+        .get(0))
+}
+
+/// Makes the repository's (only) connection publish its pending table statistics: PostgreSQL
+/// 15 flushes them when the backend next goes idle, that is before this call returns.
+async fn flush_stats(repo: &SessionRepo) -> Result<(), BoxError> {
+    let client = repo.pool().get().await?;
+    client
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await?;
+    Ok(())
+}
+
+/// How many indexes of the session table hold an entry for the current version of session
+/// `key`: the unconditional ones, and the partial ones whose predicate the row satisfies.
+async fn indexes_holding(admin: &Client, key: SessionKey) -> Result<(i64, i64), BoxError> {
+    let indexes = admin
+        .query(
+            "SELECT pg_get_expr(indpred, indrelid) FROM pg_index \
+             WHERE indrelid = 'auth.user_sessions'::regclass",
+            &[],
+        )
+        .await?;
+    let mut holding = 0;
+    for index in &indexes {
+        let predicate: Option<String> = index.get(0);
+        let found: i64 = admin
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM auth.user_sessions WHERE user_id = $1 AND id = $2 \
+                     AND ({})",
+                    predicate.as_deref().unwrap_or("true")
+                ),
+                &[&key.user_id, &key.session_id],
+            )
+            .await?
+            .get(0);
+        holding += found;
+    }
+    Ok((holding, indexes.len() as i64))
+}
+
+/// What [`WRITE_RUNS`] runs of sequential calls wrote: table counts summed over the runs,
+/// and the WAL of each run.
+struct WriteCost {
+    calls: usize,
+    counts: TableCounts,
+    wal: Vec<i64>,
+}
+
+/// Runs `op(run, 0..calls)` for runs 1 to [`WRITE_RUNS`] on `repo` (a pool of one connection,
+/// so that the statistics of that one backend can be flushed) and measures what each run
+/// wrote: `pg_stat_user_tables` deltas and `pg_current_wal_lsn()` before and after. With
+/// `checkpoint`, a `CHECKPOINT` precedes every run, so that each call's first write to a page
+/// carries a full-page image; without, an unmeasured run 0 writes to the same pages first,
+/// so that no measured call does.
+async fn write_cost(
+    admin: &Client,
+    repo: &SessionRepo,
+    calls: usize,
+    checkpoint: bool,
+    mut op: impl AsyncFnMut(usize, usize) -> Result<(), BoxError>,
+) -> Result<WriteCost, BoxError> {
+    let mut cost = WriteCost {
+        calls: WRITE_RUNS * calls,
+        counts: TableCounts::default(),
+        wal: Vec::new(),
+    };
+    if !checkpoint {
+        for j in 0..calls {
+            op(0, j).await?;
+        }
+    }
+    for run in 1..=WRITE_RUNS {
+        if checkpoint {
+            admin.batch_execute("CHECKPOINT").await?;
+        }
+        admin
+            .batch_execute("SELECT pg_stat_force_next_flush()")
+            .await?;
+        flush_stats(repo).await?;
+        let before = table_counts(admin).await?;
+        let start = wal_lsn(admin).await?;
+        for j in 0..calls {
+            op(run, j).await?;
+        }
+        let end = wal_lsn(admin).await?;
+        flush_stats(repo).await?;
+        let after = table_counts(admin).await?;
+        cost.counts = cost.counts.plus(after.minus(before));
+        cost.wal.push(wal_bytes(admin, &start, &end).await?);
+    }
+    Ok(cost)
+}
+
+fn print_write_cost(label: &str, cost: &WriteCost, holding: (i64, i64)) {
+    let per = |v: i64| v as f64 / cost.calls as f64;
+    let c = cost.counts;
+    let index_entries = (c.inserted + c.updated - c.hot) * holding.0;
+    let per_run = (cost.calls / cost.wal.len().max(1)) as f64;
+    let least = cost.wal.iter().min().copied().unwrap_or(0);
+    let runs: Vec<String> = cost
+        .wal
+        .iter()
+        .map(|w| format!("{:.0}", *w as f64 / per_run))
+        .collect();
+    println!(
+        "| {label} | {} x {per_run} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} of {} | {:.2} | **{:.0}** | {} |",
+        cost.wal.len(),
+        per(c.inserted + c.updated + c.deleted),
+        per(c.inserted),
+        per(c.updated),
+        per(c.hot),
+        per(c.deleted),
+        holding.0,
+        holding.1,
+        per(index_entries),
+        least as f64 / per_run,
+        runs.join(" / "),
+    );
+}
+
+/// Rotates the next session of `chain` with `repo` and keeps its new token.
+async fn rotate_next(repo: &SessionRepo, chain: &Shared<Chain>) -> Result<(), BoxError> {
+    let (i, current) = Chain::take(chain);
+    let Rotation::Rotated { token, .. } = repo.rotate(&current).await? else {
+        return Err("rotation failed".into());
+    };
+    Chain::put(chain, i, token.expose_secret().to_owned());
+    Ok(())
+}
+
+async fn writes(config: &Config, admin: &Client, data: &Data, ops: &Ops) -> Result<(), BoxError> {
+    println!("## 5. What one call writes\n");
+    println!(
+        "Sequential calls on one connection, {WRITE_RUNS} measured runs each. Rows from \
+         `pg_stat_user_tables` deltas (statistics flushed with `pg_stat_force_next_flush()`); \
+         index entries = (inserts + non-HOT updates) x the indexes that hold the written row \
+         version; WAL from `pg_current_wal_lsn()` before and after each run \
+         (`pg_wal_lsn_diff`). WAL is counted server-wide, so other databases' writes can only \
+         add to a run: the least run is the figure. Rows without \"checkpoint\" in their name \
+         follow an unmeasured run over the same pages (no full-page images); those with it \
+         follow a `CHECKPOINT` and write to pages not written since.\n"
+    );
+    println!(
+        "| operation | runs x calls | rows written / call | inserted | updated | of which HOT | \
+         deleted | indexes holding the row | index entries / call | WAL bytes / call (least \
+         run) | WAL bytes / call, each run |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    // Connections of earlier sections publish their last statistics as they exit.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let repo = repo_for(config, 1, ops_policy())?;
+    let unthrottled = repo_for(config, 1, ops_policy().activity_interval(Duration::ZERO))?;
+
+    // Rotation: 100 sessions, each rotated ten times a run.
+    let chain = Chain::shared(&ops.write_rotate);
+    let cost = write_cost(admin, &repo, WRITE_CALLS, false, async |_, _| {
+        rotate_next(&repo, &chain).await
+    })
+    .await?;
+    let holding = indexes_holding(admin, ops.write_rotate[0].session_key()).await?;
+    print_write_cost("rotate", &cost, holding);
+
+    // Rotation of sessions spread over the table (one per page), after a checkpoint.
+    let half = data.spread.len() / 2;
+    let spread_calls = FIRST_TOUCH_CALLS.min(half);
+    let chain = Chain::shared(&data.spread[..spread_calls]);
+    let cost = write_cost(admin, &repo, spread_calls, true, async |_, _| {
+        rotate_next(&repo, &chain).await
+    })
+    .await?;
+    let holding = indexes_holding(admin, data.spread[0].session_key()).await?;
+    print_write_cost(
+        "rotate, first write to its page since a checkpoint",
+        &cost,
+        holding,
+    );
+
+    // Activity, unthrottled (always written) and throttled (recently written: nothing).
+    let keys = &ops.write_activity;
+    let cost = write_cost(admin, &unthrottled, WRITE_CALLS, false, async |_, j| {
+        let activity = unthrottled
+            .record_activity(keys[j % keys.len()], None)
+            .await?
+            .ok_or("not live")?;
+        assert!(activity.written);
+        Ok(())
+    })
+    .await?;
+    let holding = indexes_holding(admin, keys[0]).await?;
+    print_write_cost("record_activity, unthrottled", &cost, holding);
+
+    let spread: Vec<SessionKey> = data.spread[half..half + spread_calls]
+        .iter()
+        .map(RefreshToken::session_key)
+        .collect();
+    let cost = write_cost(admin, &unthrottled, spread_calls, true, async |_, j| {
+        unthrottled
+            .record_activity(spread[j], None)
+            .await?
+            .ok_or("not live")?;
+        Ok(())
+    })
+    .await?;
+    let holding = indexes_holding(admin, spread[0]).await?;
+    print_write_cost(
+        "record_activity, unthrottled, first write to its page since a checkpoint",
+        &cost,
+        holding,
+    );
+
+    let cost = write_cost(admin, &repo, WRITE_CALLS, false, async |_, j| {
+        let activity = repo
+            .record_activity(keys[j % keys.len()], None)
+            .await?
+            .ok_or("not live")?;
+        assert!(!activity.written);
+        Ok(())
+    })
+    .await?;
+    print_write_cost("record_activity, throttled 60 s", &cost, holding);
+
+    // Revocation of distinct live sessions: groups of four neighbours of one user, one per
+    // run, so that every run writes to the same pages.
+    let revoked = &ops.write_revoke;
+    let cost = write_cost(admin, &repo, WRITE_CALLS, false, async |run, j| {
+        assert!(repo.revoke(revoked[4 * j + run]).await?);
+        Ok(())
+    })
+    .await?;
+    let holding = indexes_holding(admin, revoked[0]).await?;
+    print_write_cost("revoke", &cost, holding);
+
+    // Creation below the cap (eight logins in all for each of 500 fresh users) and at it (100
+    // users with 10 live sessions: each login evicts one).
+    let fresh = &ops.write_fresh_users;
+    let mut last = None;
+    let cost = write_cost(admin, &repo, WRITE_CALLS, false, async |_, j| {
+        let new = NewSession::new(fresh[j % fresh.len()], DAY).with_device_info("bench device");
+        let (session, _) = repo.create(&new).await?;
+        last = Some(session.key());
+        Ok(())
+    })
+    .await?;
+    let holding = indexes_holding(admin, last.expect("created")).await?;
+    print_write_cost("create, below the cap", &cost, holding);
+
+    let at_cap = &ops.write_cap_users;
+    let cost = write_cost(admin, &repo, WRITE_CALLS, false, async |_, j| {
+        let new = NewSession::new(at_cap[j % at_cap.len()], DAY).with_device_info("bench device");
+        let (session, _) = repo.create(&new).await?;
+        last = Some(session.key());
+        Ok(())
+    })
+    .await?;
+    let holding = indexes_holding(admin, last.expect("created")).await?;
+    print_write_cost("create, at the cap (evicts one)", &cost, holding);
+    println!();
+    repo.pool().close();
+    unthrottled.pool().close();
+    Ok(())
+}
+
+/// `create` for `user` in a loop for `seconds`, each new session deleted again (untimed) so
+/// that the user's live sessions stay below the cap and no tombstone is added. Throughput is
+/// calls over the time spent in `create`.
+async fn timed_creates(
+    repo: &SessionRepo,
+    admin: &Client,
+    user: Uuid,
+    seconds: f64,
+) -> Result<Run, BoxError> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut run = Run::empty();
+    while Instant::now() < deadline {
+        let new = NewSession::new(user, DAY)
+            .with_device_info("bench device")
+            .with_user_agent("Bench/1.0");
+        let call = Instant::now();
+        let (session, _) = repo.create(&new).await?;
+        let took = call.elapsed();
+        run.calls += 1;
+        run.elapsed += took;
+        run.latencies_us.push(took.as_micros() as u64);
+        admin
+            .execute(
+                "DELETE FROM auth.user_sessions WHERE user_id = $1 AND id = $2",
+                &[&session.user_id, &session.id],
+            )
+            .await?;
+    }
+    Ok(run)
+}
+
+async fn tombstones(args: &Args, config: &Config, admin: &Client) -> Result<(), BoxError> {
+    println!(
+        "## 6. Tombstones: a user with {} revoked sessions against a fresh user\n",
+        args.tombstones
+    );
+    let users = new_users(admin, 2).await?;
+    let (tombstoned, fresh) = (users[0], users[1]);
+    let started = Instant::now();
+    bulk_sessions(
+        admin,
+        &[tombstoned],
+        args.tombstones,
+        Bulk {
+            revoked_ago: Some(HOUR_S),
+            ..Bulk::LIVE
+        },
+        false,
+    )
+    .await?;
+    // Both have three live sessions, below the cap of 10.
+    bulk_sessions(admin, &[tombstoned], 3, Bulk::LIVE, false).await?;
+    bulk_sessions(admin, &[fresh], 3, Bulk::LIVE, false).await?;
+    admin
+        .batch_execute("VACUUM ANALYZE auth.user_sessions")
+        .await?;
+    let counts = |user: Uuid| async move {
+        let row = admin
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE revoked_at IS NOT NULL) \
+                 FROM auth.user_sessions WHERE user_id = $1",
+                &[&user],
+            )
+            .await?;
+        Ok::<_, BoxError>((row.get::<_, i64>(0), row.get::<_, i64>(1)))
+    };
+    let (t_rows, t_revoked) = counts(tombstoned).await?;
+    let (f_rows, f_revoked) = counts(fresh).await?;
+    println!(
+        "(loaded in {:.1} s; tombstoned user: {t_rows} rows, {t_revoked} revoked; fresh user: \
+         {f_rows} rows, {f_revoked} revoked; default policy, cap 10)\n",
+        started.elapsed().as_secs_f64()
+    );
+    println!("| operation | user | calls/s | p50 ms | p99 ms | tombstoned / fresh |");
+    println!("|---|---|---|---|---|---|");
+    let repo = repo_for(config, 1, SessionPolicy::default())?;
+    // Open the connection and prepare every statement before measuring.
+    for user in [fresh, tombstoned] {
+        let (session, _) = repo.create(&NewSession::new(user, DAY)).await?;
+        admin
+            .execute(
+                "DELETE FROM auth.user_sessions WHERE user_id = $1 AND id = $2",
+                &[&session.user_id, &session.id],
+            )
+            .await?;
+        repo.list_devices(user).await?;
+        repo.count_live(user).await?;
+    }
+    let mut results = Vec::new();
+
+    // create: alternating slices, fresh then tombstoned.
+    let (mut f_run, mut t_run) = (Run::empty(), Run::empty());
+    let slice = args.seconds / 4.0;
+    for _ in 0..4 {
+        f_run.absorb(timed_creates(&repo, admin, fresh, slice).await?);
+        t_run.absorb(timed_creates(&repo, admin, tombstoned, slice).await?);
+    }
+    results.push((
+        "create (each new session deleted again, untimed)",
+        f_run,
+        t_run,
+    ));
+
+    for label in ["list_devices", "count_live"] {
+        let op = move |(repo, user): (SessionRepo, Uuid), _| async move {
+            if label == "list_devices" {
+                let devices = repo.list_devices(user).await.expect("list");
+                assert_eq!(devices.len(), 3);
+            } else {
+                assert_eq!(repo.count_live(user).await.expect("count"), 3);
+            }
+        };
+        let (f_run, t_run) = compare(
+            args.seconds,
+            (vec![(repo.clone(), fresh)], op),
+            (vec![(repo.clone(), tombstoned)], op),
+        )
+        .await;
+        results.push((label, f_run, t_run));
+    }
+    for (label, f_run, t_run) in &results {
+        println!(
+            "{}",
+            row(&format!("{label} | fresh"), f_run, None).replace("1.00 (baseline)", "-")
+        );
+        let ratio = t_run.throughput() / f_run.throughput();
+        println!(
+            "| {label} | tombstoned | {:.0} | {:.3} | {:.3} | **{ratio:.2}** (target >= 0.5) |",
+            t_run.throughput(),
+            t_run.percentile(0.5),
+            t_run.percentile(0.99)
+        );
+    }
+    println!();
+    repo.pool().close();
     Ok(())
 }
 
 async fn storage(admin: &Client) -> Result<(), BoxError> {
-    println!("## 4. Storage\n");
+    println!("## 1. Storage\n");
     let row = admin
         .query_one(
             "SELECT count(*), pg_table_size('auth.user_sessions'), pg_indexes_size('auth.user_sessions') \
@@ -862,6 +1794,7 @@ async fn storage(admin: &Client) -> Result<(), BoxError> {
     {
         per_index.insert(row.get::<_, String>(0), row.get::<_, i64>(1));
     }
+    println!("({rows} rows, loaded by COPY with every index in place, then VACUUM ANALYZE)\n");
     println!("| what | bytes | bytes per session |");
     println!("|---|---|---|");
     println!(
@@ -886,7 +1819,7 @@ async fn storage(admin: &Client) -> Result<(), BoxError> {
 }
 
 async fn round_trips(config: &Config, admin: &Client) -> Result<(), BoxError> {
-    println!("## 5. Round trips per repository call (warm connection, counted on the wire)\n");
+    println!("## 7. Round trips per repository call (warm connection, counted on the wire)\n");
     let host = match config.get_hosts().first() {
         Some(Host::Tcp(host)) => host.clone(),
         _ => "localhost".to_owned(),
@@ -902,11 +1835,8 @@ async fn round_trips(config: &Config, admin: &Client) -> Result<(), BoxError> {
         through.password(password);
     }
     let pool = build_pool_with_config(through, &PoolSettings::default().max_size(1))?;
-    let repo = SessionRepo::with_policy(pool, SessionPolicy::default().rotation_key(bench_key()));
-    let user: Uuid = admin
-        .query_one("SELECT id FROM auth.users ORDER BY email DESC LIMIT 1", &[])
-        .await?
-        .get(0);
+    let repo = SessionRepo::with_policy(pool, ops_policy());
+    let user = new_users(admin, 1).await?[0];
     println!("| call | round trips |");
     println!("|---|---|");
     for pass in 0..2 {
@@ -920,19 +1850,22 @@ async fn round_trips(config: &Config, admin: &Client) -> Result<(), BoxError> {
             }};
         }
         let (session, token) = count!("create", repo.create(&NewSession::new(user, DAY)));
-        count!("find_by_token_hash", repo.find_by_token_hash(&token.hash()));
+        let minted = RefreshToken::generate(user)?;
+        count!(
+            "create_with_token",
+            repo.create_with_token(&NewSession::new(user, DAY), &minted)
+        );
+        count!("find_by_token", repo.find_by_token(token.expose_secret()));
         count!("validate", repo.validate(token.expose_secret()));
-        count!("record_activity", repo.record_activity(session.id, None));
+        count!("record_activity", repo.record_activity(session.key(), None));
         count!("list_devices", repo.list_devices(user));
         count!("count_live", repo.count_live(user));
         count!("rotate", repo.rotate(token.expose_secret()));
-        count!("revoke", repo.revoke(session.id, user));
-        count!(
-            "revoke_all_except",
-            repo.revoke_all_except(user, session.id)
-        );
+        count!("revoke_all_except", repo.revoke_all_except(session.key()));
+        count!("revoke", repo.revoke(session.key()));
         count!("revoke_all", repo.revoke_all(user));
         count!("delete_expired", repo.delete_expired());
+        count!("delete_expired_batch", repo.delete_expired_batch(1000));
         if pass == 1 {
             for (name, trips) in counts {
                 println!("| {name} | {trips} |");
@@ -940,38 +1873,52 @@ async fn round_trips(config: &Config, admin: &Client) -> Result<(), BoxError> {
         }
     }
     println!();
+    repo.pool().close();
     Ok(())
 }
 
-async fn cleanup(args: &Args, config: &Config, admin: &Client) -> Result<(), BoxError> {
-    println!("## 3. Cleanup of {} expired sessions\n", args.expired);
-    let users = (args.sessions / 10).max(1);
+async fn cleanup(
+    args: &Args,
+    config: &Config,
+    admin: &Client,
+    data: &Data,
+) -> Result<(), BoxError> {
+    println!("## 8. Cleanup of {} expired sessions\n", args.expired);
     let started = Instant::now();
-    admin
-        .execute(
-            "WITH u AS (SELECT array_agg(id ORDER BY email) AS ids FROM auth.users) \
-             INSERT INTO auth.user_sessions (user_id, refresh_token_hash, last_active_at, expires_at, created_at) \
-             SELECT u.ids[1 + g % $3::bigint], lpad(to_hex($2::bigint + g), 64, '0'), \
-                 now() - interval '2 days', now() - interval '1 day' + g * interval '1 microsecond', \
-                 now() - interval '3 days' \
-             FROM generate_series(1, $1::bigint) g, u",
-            &[&args.expired, &(args.sessions + 1_000_000), &users],
-        )
-        .await?;
+    bulk_sessions(
+        admin,
+        &data.users,
+        args.expired.max(0) as usize,
+        Bulk {
+            last_active_ago: 2 * DAY_S,
+            expires_in: -DAY_S,
+            created_ago: 3 * DAY_S,
+            revoked_ago: None,
+            details: false,
+        },
+        false,
+    )
+    .await?;
     admin
         .batch_execute("VACUUM ANALYZE auth.user_sessions")
         .await?;
     println!("(inserted in {:.1} s)\n", started.elapsed().as_secs_f64());
 
-    let n = args.sessions as u64;
+    let tokens = data.lookup.clone();
+    let n = tokens.len() as u64;
     let lookup_repo = repo_for(config, 8, SessionPolicy::default())?;
-    warm(&lookup_repo, 8).await?;
-    let lookup = move |repo: SessionRepo, seed: u64| async move {
-        repo.find_by_token_hash(&synthetic_hash(1 + seed % n))
-            .await
-            .expect("lookup");
+    warm(&lookup_repo, 8, &tokens).await?;
+    let lookup = move |repo: SessionRepo, seed: u64| {
+        let t = tokens.clone();
+        async move {
+            let found = repo
+                .find_by_token(t[(seed % n) as usize].expose_secret())
+                .await
+                .expect("lookup");
+            assert!(found.is_some());
+        }
     };
-    let quiet = measure(args.seconds, vec![lookup_repo.clone(); 8], lookup).await;
+    let quiet = measure(args.seconds, vec![lookup_repo.clone(); 8], lookup.clone()).await;
 
     let cleaner = repo_for(config, 1, SessionPolicy::default())?;
     let (batch, pause) = (
@@ -1000,7 +1947,7 @@ async fn cleanup(args: &Args, config: &Config, admin: &Client) -> Result<(), Box
     // Lookups in rounds while the cleaner works.
     let mut during = Run::empty();
     while !done.load(Ordering::SeqCst) {
-        let slice = measure(0.5, vec![lookup_repo.clone(); 8], lookup).await;
+        let slice = measure(0.5, vec![lookup_repo.clone(); 8], lookup.clone()).await;
         during.absorb(slice);
     }
     let (deleted, took) = cleaning.await?;

@@ -16,9 +16,13 @@ use crate::{
 
 /// The session store. Cheap to clone: clones share one pool.
 ///
-/// Every method takes one pooled connection and makes exactly one round trip on it once the
-/// connection has prepared the statement (each query returns rows, so the generated code uses
-/// the pool's statement cache).
+/// Every method takes one pooled connection and makes one round trip on it once the connection
+/// has prepared the statement (each query returns rows, so the generated code uses the pool's
+/// statement cache). The exceptions: [`SessionRepo::delete_expired_batch`] runs up to three
+/// statements while its batch has room; [`SessionRepo::rotate`] of a token older than the
+/// current one's parent proves it and revokes in a second statement; and the first
+/// [`SessionRepo::rotate`] or [`SessionRepo::validate`] of a repository with no configured
+/// rotation key reads the key the database keeps, once.
 #[derive(Clone)]
 pub struct SessionRepo {
     pool: Pool,
@@ -40,11 +44,23 @@ impl SessionRepo {
     /// A repository over `pool` (see [`crate::build_pool`]) with the default
     /// [`SessionPolicy`]. The schema must be migrated ([`crate::migrate`]).
     pub fn new(pool: Pool) -> Self {
-        Self::with_policy(pool, SessionPolicy::default())
+        Self::with_valid_policy(pool, SessionPolicy::default())
     }
 
-    /// A repository over `pool` with the given policies.
-    pub fn with_policy(pool: Pool, policy: SessionPolicy) -> Self {
+    /// A repository over `pool` with the given policies, once [`SessionPolicy::validate`]
+    /// accepts them (checked here, before any database call).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`], naming the offending policy field, for a policy outside its
+    /// allowed range: for example an idle timeout not strictly longer than the activity
+    /// interval, a duration over 10 years, or a per-user cap of 0.
+    pub fn with_policy(pool: Pool, policy: SessionPolicy) -> Result<Self, Error> {
+        policy.validate()?;
+        Ok(Self::with_valid_policy(pool, policy))
+    }
+
+    fn with_valid_policy(pool: Pool, policy: SessionPolicy) -> Self {
         Self {
             pool,
             policy: Arc::new(policy),
@@ -623,11 +639,13 @@ impl Drop for Checkout {
             return;
         };
         let cancel = object.cancel_token();
+        // The request goes out with the pool's TLS settings, like its connections.
+        let tls = crate::pool::cancel_connector(&object);
         // Detached from the pool: dropping it closes the connection.
         drop(deadpool_postgres::Object::take(object));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(err) = cancel.cancel_query(tokio_postgres::NoTls).await {
+                if let Err(err) = crate::pool::cancel_query(cancel, tls).await {
                     tracing::debug!(error = %err, "cancel request for an abandoned call failed");
                 }
             });
