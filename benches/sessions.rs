@@ -564,7 +564,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
 fn repo_for(config: &Config, size: usize, policy: SessionPolicy) -> Result<SessionRepo, BoxError> {
     let pool = build_pool_with_config(config.clone(), &PoolSettings::default().max_size(size))?;
-    Ok(SessionRepo::with_policy(pool, policy))
+    Ok(SessionRepo::with_policy(pool, policy)?)
 }
 
 fn ops_policy() -> SessionPolicy {
@@ -1835,7 +1835,7 @@ async fn round_trips(config: &Config, admin: &Client) -> Result<(), BoxError> {
         through.password(password);
     }
     let pool = build_pool_with_config(through, &PoolSettings::default().max_size(1))?;
-    let repo = SessionRepo::with_policy(pool, ops_policy());
+    let repo = SessionRepo::with_policy(pool, ops_policy())?;
     let user = new_users(admin, 1).await?[0];
     println!("| call | round trips |");
     println!("|---|---|");

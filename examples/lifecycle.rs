@@ -7,21 +7,27 @@
 //! cargo run --example lifecycle
 //! ```
 //!
-//! Uses `DATABASE_URL` (default `postgres://postgres@localhost:5432/postgres`), migrates it, and
-//! removes the user it creates when done.
+//! Uses `DATABASE_URL`; when it is unset, the default server
+//! (`postgres://postgres@localhost:5432/postgres`) if it can be used, else a throwaway server it
+//! starts from the installed PostgreSQL binaries (one line on stderr says so; the tests share
+//! it). Migrates that database and removes the user it creates when done.
+
+// The server helper of the tests: one implementation for both.
+#[path = "../tests/common/server.rs"]
+mod server;
 
 use std::time::Duration;
 
 use auth_sessions::{
-    DEFAULT_DATABASE_URL, NewSession, PoolSettings, RefreshToken, Rotation, SessionKey,
-    SessionPolicy, SessionRepo, TOKEN_PREFIX, Validation, build_pool, migrate,
+    NewSession, PoolSettings, RefreshToken, Rotation, SessionKey, SessionPolicy, SessionRepo,
+    TOKEN_PREFIX, Validation, build_pool, migrate,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
+    let url = server::database_url();
     let pool = build_pool(&url, &PoolSettings::default())?;
     let report = migrate(&pool).await?;
     println!(
@@ -44,7 +50,7 @@ async fn main() -> Result<(), BoxError> {
 
     // Activity is normally written at most once a minute; write every call for the demo.
     let policy = SessionPolicy::default().activity_interval(Duration::ZERO);
-    let repo = SessionRepo::with_policy(pool.clone(), policy);
+    let repo = SessionRepo::with_policy(pool.clone(), policy)?;
     let month = Duration::from_secs(30 * 24 * 60 * 60);
     let devices = [
         (

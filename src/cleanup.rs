@@ -5,13 +5,20 @@ use std::time::Duration;
 
 use crate::SessionRepo;
 
+/// Shortest pause between cleanup rounds: a zero one would query the database in a tight loop
+/// once nothing is left to delete.
+const MIN_EVERY: Duration = Duration::from_millis(100);
+
 /// How often and in what batches to clean up.
+///
+/// Out-of-range values are raised to their minimum, by the setters and again by
+/// [`run_cleanup`] (for fields assigned directly): `every` to 100 ms, `batch_size` to 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CleanupSettings {
-    /// Pause between cleanup rounds. Default: 60 s.
+    /// Pause between cleanup rounds, at least 100 ms. Default: 60 s.
     pub every: Duration,
-    /// Most rows one statement deletes. Default: 1000.
+    /// Most rows one statement deletes, at least 1. Default: 1000.
     pub batch_size: u32,
     /// Pause after each full batch, so that cleanup yields the machine to live traffic.
     /// Default: 50 ms (measured: lookup p99 during cleanup within 1.1x of without, at about a
@@ -30,22 +37,28 @@ impl Default for CleanupSettings {
 }
 
 impl CleanupSettings {
-    /// Sets the pause between rounds.
+    /// Sets the pause between rounds (at least 100 ms: a shorter one is raised to it).
     pub fn every(mut self, every: Duration) -> Self {
-        self.every = every;
+        self.every = every.max(MIN_EVERY);
         self
     }
 
-    /// Sets the pause after each full batch (zero: none).
+    /// Sets the pause after each full batch (zero: none; it follows only a full batch, so it
+    /// needs no minimum).
     pub fn pause(mut self, pause: Duration) -> Self {
         self.pause = pause;
         self
     }
 
-    /// Sets the batch size (at least 1).
+    /// Sets the batch size (at least 1: zero is raised to it).
     pub fn batch_size(mut self, batch_size: u32) -> Self {
         self.batch_size = batch_size.max(1);
         self
+    }
+
+    /// The settings with every value raised to its minimum.
+    fn clamped(self) -> Self {
+        self.every(self.every).batch_size(self.batch_size)
     }
 }
 
@@ -65,11 +78,13 @@ pub struct CleanupReport {
 /// `settings.pause` after each full one) until one comes back short, then waits
 /// `settings.every`. A shutdown during a round lets the running batch
 /// finish. Failures are logged and retried next round; each round logs the rows it deleted.
+/// Settings below their minimum are raised to it (see [`CleanupSettings`]).
 pub async fn run_cleanup(
     repo: SessionRepo,
     settings: CleanupSettings,
     shutdown: impl Future<Output = ()>,
 ) -> CleanupReport {
+    let settings = settings.clamped();
     let mut report = CleanupReport::default();
     tokio::pin!(shutdown);
     loop {
@@ -122,4 +137,45 @@ pub fn spawn_cleanup(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<CleanupReport> {
     tokio::spawn(run_cleanup(repo, settings, shutdown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setters_raise_zero_intervals_and_batches_to_their_minimum() {
+        let settings = CleanupSettings::default()
+            .every(Duration::ZERO)
+            .batch_size(0)
+            .pause(Duration::ZERO);
+        assert_eq!(settings.every, Duration::from_millis(100));
+        assert_eq!(settings.batch_size, 1);
+        assert_eq!(settings.pause, Duration::ZERO, "no pause is allowed");
+        let kept = CleanupSettings::default()
+            .every(Duration::from_millis(250))
+            .batch_size(7);
+        assert_eq!(
+            (kept.every, kept.batch_size),
+            (Duration::from_millis(250), 7)
+        );
+    }
+
+    #[test]
+    fn fields_assigned_directly_are_clamped_before_use() {
+        let settings = CleanupSettings {
+            every: Duration::ZERO,
+            batch_size: 0,
+            ..CleanupSettings::default()
+        };
+        let used = settings.clamped();
+        assert_eq!(
+            (used.every, used.batch_size),
+            (Duration::from_millis(100), 1)
+        );
+        assert_eq!(
+            CleanupSettings::default().clamped(),
+            CleanupSettings::default()
+        );
+    }
 }

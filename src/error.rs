@@ -130,6 +130,38 @@ impl DatabaseError {
                 .code()
                 .is_some_and(|code| code.code().starts_with("57P"))
     }
+
+    /// True when the same call, run again, may succeed: a transaction that lost a race rather
+    /// than one that was wrong. That is SQLSTATE 40001 (`serialization_failure`), 40P01
+    /// (`deadlock_detected`), 55P03 (`lock_not_available`: `NOWAIT` or `lock_timeout`), and a
+    /// closed connection ([`DatabaseError::is_closed`]), which the pool replaces.
+    ///
+    /// After a closed connection the statement may or may not have committed: retry only
+    /// calls that are safe to repeat. Rotation is (a retry of the same token within the grace
+    /// window gets the same successor), and so is creating a session with a token the caller
+    /// minted (a repeat is [`Error::DuplicateSession`]).
+    pub fn is_retryable(&self) -> bool {
+        self.is_closed()
+            || matches!(
+                self.code(),
+                Some(
+                    &SqlState::T_R_SERIALIZATION_FAILURE
+                        | &SqlState::T_R_DEADLOCK_DETECTED
+                        | &SqlState::LOCK_NOT_AVAILABLE
+                )
+            )
+    }
+}
+
+impl Error {
+    /// True when the same call, run again, may succeed: [`Error::Database`] or
+    /// [`Error::Connect`] with an error that [`DatabaseError::is_retryable`] (a serialization
+    /// failure, a deadlock, a lock not available, or a closed connection). Pool timeouts,
+    /// statement timeouts and refused connections are not: retrying them at once adds load to
+    /// an overloaded or unreachable server.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Database(err) | Self::Connect(err) if err.is_retryable())
+    }
 }
 
 impl fmt::Display for DatabaseError {

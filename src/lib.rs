@@ -22,7 +22,10 @@ pub use migrate::{
 };
 pub use outcome::{RevokeReason, Rotation, Validation};
 pub use policy::{CapPolicy, SessionPolicy};
-pub use pool::{DEFAULT_DATABASE_URL, PoolSettings, build_pool, build_pool_with_config};
+pub use pool::{
+    DEFAULT_DATABASE_URL, PoolSettings, RootCerts, SslMode, TlsSettings, build_pool,
+    build_pool_with_config, build_pool_with_tls, parse_database_url,
+};
 pub use repo::{MAX_REUSE_PROOF_STEPS, SessionRepo};
 pub use session::{
     Activity, Device, MAX_DEVICE_INFO_CHARS, MAX_TTL, MAX_USER_AGENT_CHARS, NewSession, Session,

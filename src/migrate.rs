@@ -3,7 +3,9 @@
 //! Applied migrations are recorded in `public.auth_sessions_migrations` with a SHA-256 of their
 //! text. A run takes a transaction-scoped advisory lock first, so two processes starting at once
 //! apply each migration exactly once; the second waits, then finds nothing to do. All pending
-//! migrations apply in one transaction: a failure leaves the database as it was.
+//! migrations apply in one transaction: a failure leaves the database as it was. The pool's
+//! `statement_timeout` does not apply to that transaction, nor `lock_timeout` to the wait for
+//! the advisory lock.
 //!
 //! Hand-written rather than refinery: refinery requires `V1__name.sql` file names, while this
 //! project numbers its migrations `001_name.sql`, and the whole runner is one transaction.
@@ -76,8 +78,20 @@ pub struct MigrationReport {
 pub async fn migrate(pool: &Pool) -> Result<MigrationReport, Error> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
-        .await?;
+    // The pool's statement_timeout (PoolSettings::statement_timeout) is meant for the
+    // repository's statements: it would cut off both the wait for another instance's
+    // migration and long DDL, so it is off for this transaction. So is lock_timeout while
+    // waiting for the advisory lock (waiting is how a second instance finds the work done);
+    // the DDL then runs under the session's own lock_timeout again, so a deployment that set
+    // one to avoid queueing behind long transactions keeps that protection (a migration that
+    // hits it rolls back whole, with SQLSTATE 55P03, and can be retried).
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = 0; \
+         SET LOCAL lock_timeout = 0; \
+         SELECT pg_advisory_xact_lock({LOCK_KEY}); \
+         SET LOCAL lock_timeout TO DEFAULT"
+    ))
+    .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS public.auth_sessions_migrations (
              version    integer     PRIMARY KEY,

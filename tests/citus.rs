@@ -149,7 +149,7 @@ impl Cluster {
     }
 
     fn repo_with(&self, policy: SessionPolicy) -> SessionRepo {
-        SessionRepo::with_policy(self.pool.clone(), policy)
+        SessionRepo::with_policy(self.pool.clone(), policy).unwrap()
     }
 
     /// A plain connection to the coordinator, outside the pool, whose notices (such as

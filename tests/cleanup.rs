@@ -128,7 +128,7 @@ async fn two_cleaners_and_live_lookups_run_side_by_side() {
     let repo = |size| {
         let pool =
             build_pool_with_config(db.config(), &PoolSettings::default().max_size(size)).unwrap();
-        SessionRepo::with_policy(pool, SessionPolicy::default())
+        SessionRepo::with_policy(pool, SessionPolicy::default()).unwrap()
     };
     let cleaning = Arc::new(AtomicBool::new(true));
     let lookups = Arc::new(AtomicU64::new(0));
@@ -238,6 +238,18 @@ async fn the_batch_query_walks_the_expiry_index_past_dead_tuples() {
     assert_eq!(db.repo.delete_expired_batch(5000).await.unwrap(), 1000);
 }
 
+/// Waits until the table is empty (the background task deleted every row), for at most 20 s.
+async fn until_no_sessions_are_left(db: &TestDb, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while db.session_rows().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the background task did not delete {what} within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_background_task_cleans_until_shutdown_and_reports() {
     let db = TestDb::new().await;
@@ -250,9 +262,9 @@ async fn the_background_task_cleans_until_shutdown_and_reports() {
         let _ = stopped.await;
     });
     // Rows that expire while the task runs are picked up by a later round.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_no_sessions_are_left(&db, "the first 2,500").await;
     bulk_sessions(&db, 1, 30, "-1 second").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_no_sessions_are_left(&db, "the 30 that expired later").await;
     stop.send(()).unwrap();
     let report = tokio::time::timeout(Duration::from_secs(10), task)
         .await
@@ -297,6 +309,7 @@ async fn idle_sessions_are_deleted_in_batches_and_live_ones_stay() {
             db.pool.clone(),
             SessionPolicy::default().idle_timeout(idle_timeout),
         )
+        .unwrap()
     };
 
     // Two hours of idleness is nothing under the default 14 days, or without an idle timeout.
@@ -357,10 +370,10 @@ async fn the_cli_cleanup_deletes_idle_sessions_under_its_idle_timeout() {
         assert!(output.status.success(), "{output:?}");
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    // The default idle timeout (14 days) leaves them.
+    // A 14-day idle timeout (the library's default) leaves them.
     let text = stdout(
         cli(&db)
-            .args(["cleanup", "--batch-size", "2"])
+            .args(["cleanup", "--idle-timeout", "14days", "--batch-size", "2"])
             .output()
             .unwrap(),
     );
@@ -473,7 +486,8 @@ async fn tombstones_are_kept_for_the_retention_then_deleted() {
     let short = SessionRepo::with_policy(
         db.pool.clone(),
         SessionPolicy::default().tombstone_retention(HOUR),
-    );
+    )
+    .unwrap();
     assert_eq!(short.delete_expired().await.unwrap(), 2);
     assert_eq!(
         db.session_rows().await,
@@ -496,7 +510,8 @@ async fn cleanup_progresses_under_a_300_ms_statement_timeout() {
     .await;
     let key = RotationKey::from_bytes(b"the cleanup tests' rotation key, 32+ bytes").unwrap();
     let repo =
-        SessionRepo::with_policy(db.pool.clone(), SessionPolicy::default().rotation_key(key));
+        SessionRepo::with_policy(db.pool.clone(), SessionPolicy::default().rotation_key(key))
+            .unwrap();
     let user = db.user().await;
     let (session, first) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
     let mut token = first.clone();
@@ -576,7 +591,7 @@ async fn four_cleaners_at_once_delete_every_dead_row_exactly_once() {
         let pool =
             build_pool_with_config(db.config(), &PoolSettings::default().max_size(1)).unwrap();
         drop(pool.get().await.unwrap()); // Connect before the race starts.
-        let repo = SessionRepo::with_policy(pool, SessionPolicy::default());
+        let repo = SessionRepo::with_policy(pool, SessionPolicy::default()).unwrap();
         let barrier = barrier.clone();
         cleaners.push(tokio::spawn(async move {
             barrier.wait().await;

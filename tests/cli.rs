@@ -2,7 +2,10 @@
 
 mod common;
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use auth_sessions::NewSession;
@@ -216,7 +219,12 @@ async fn cleanup_deletes_in_batches_and_stats_count_by_state() {
     let (revoked, _) = db.repo.create(&NewSession::new(user, DAY)).await.unwrap();
     assert!(db.repo.revoke(revoked.key()).await.unwrap());
 
-    let stats = stdout(&cli(&db).arg("stats").output().unwrap());
+    let stats = stdout(
+        &cli(&db)
+            .args(["--idle-timeout", "14days", "stats"])
+            .output()
+            .unwrap(),
+    );
     for line in [
         "sessions total        9",
         "  live                1",
@@ -230,7 +238,7 @@ async fn cleanup_deletes_in_batches_and_stats_count_by_state() {
     assert!(stats.contains("table size") && stats.contains("bytes)"));
 
     let cleanup = cli(&db)
-        .args(["cleanup", "--batch-size", "3"])
+        .args(["cleanup", "--idle-timeout", "14days", "--batch-size", "3"])
         .output()
         .unwrap();
     assert!(cleanup.status.success(), "{cleanup:?}");
@@ -262,73 +270,476 @@ async fn cleanup_deletes_in_batches_and_stats_count_by_state() {
     );
 }
 
+/// Moves a session's last activity `days` days into the past (database clock).
+async fn make_idle(db: &TestDb, session_id: Uuid, days: i32) {
+    let updated = db
+        .client()
+        .await
+        .execute(
+            "UPDATE auth.user_sessions SET created_at = now() - make_interval(days => $2), \
+             last_active_at = now() - make_interval(days => $2) WHERE id = $1",
+            &[&session_id, &days],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 1);
+}
+
+#[tokio::test]
+async fn cleanup_refuses_to_guess_the_idle_timeout() {
+    let db = TestDb::new().await;
+    let user = db.user().await;
+    // Idle for 20 days: dead under the library's default 14 days, alive in a service with a
+    // 30-day idle timeout or none.
+    let (idle, _) = db
+        .repo
+        .create(&NewSession::new(user, DAY * 60))
+        .await
+        .unwrap();
+    make_idle(&db, idle.id, 20).await;
+
+    let refused = cli(&db).arg("cleanup").output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        stderr.starts_with("error:")
+            && stderr.contains("--idle-timeout")
+            && stderr.contains("none")
+            && stderr.contains("--help"),
+        "{stderr}"
+    );
+    assert_eq!(db.session_rows().await, 1, "nothing deleted");
+
+    let none = cli(&db)
+        .args(["cleanup", "--idle-timeout", "none"])
+        .output()
+        .unwrap();
+    assert!(stdout(&none).contains("deleted 0 session(s)"), "{none:?}");
+    let longer = cli(&db)
+        .args(["--idle-timeout", "30days", "cleanup"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&longer).contains("deleted 0 session(s)"),
+        "{longer:?}"
+    );
+    assert_eq!(db.session_rows().await, 1);
+
+    let shorter = cli(&db)
+        .args(["cleanup", "--idle-timeout", "14days"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&shorter).contains("deleted 1 session(s)"),
+        "{shorter:?}"
+    );
+    assert_eq!(db.session_rows().await, 0);
+}
+
+#[tokio::test]
+async fn list_and_stats_without_an_idle_timeout_hide_no_session_and_say_so() {
+    let db = TestDb::new().await;
+    let user = db.user().await;
+    let (idle, _) = db
+        .repo
+        .create(&NewSession::new(user, DAY * 60).with_device_info("idle tablet"))
+        .await
+        .unwrap();
+    make_idle(&db, idle.id, 20).await;
+    db.repo
+        .create(&NewSession::new(user, DAY).with_device_info("phone"))
+        .await
+        .unwrap();
+    let user = user.to_string();
+
+    let stats = cli(&db).arg("stats").output().unwrap();
+    assert!(stats.status.success(), "{stats:?}");
+    assert!(
+        stdout(&stats).contains("  live                2"),
+        "{stats:?}"
+    );
+    let note = String::from_utf8_lossy(&stats.stderr);
+    assert!(
+        note.contains("note:") && note.contains("--idle-timeout"),
+        "{note}"
+    );
+    let list = cli(&db).args(["list", "--user", &user]).output().unwrap();
+    let text = stdout(&list);
+    assert!(
+        text.contains("idle tablet") && text.contains("2 live session(s)"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&list.stderr).contains("--idle-timeout"));
+
+    let stats = cli(&db)
+        .args(["--idle-timeout", "14days", "stats"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&stats).contains("  live                1"),
+        "{stats:?}"
+    );
+    assert!(stats.stderr.is_empty(), "{stats:?}");
+    let list = cli(&db)
+        .args(["list", "--user", &user, "--idle-timeout", "14days"])
+        .output()
+        .unwrap();
+    let text = stdout(&list);
+    assert!(
+        !text.contains("idle tablet") && text.contains("1 live session(s)"),
+        "{text}"
+    );
+    assert!(list.stderr.is_empty(), "{list:?}");
+}
+
+#[tokio::test]
+async fn cleanup_keeps_tombstones_for_the_given_retention() {
+    let db = TestDb::new().await;
+    let user = db.user().await;
+    let (session, _) = db.repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    assert!(db.repo.revoke(session.key()).await.unwrap());
+    db.client()
+        .await
+        .execute(
+            "UPDATE auth.user_sessions SET created_at = now() - interval '3 hours', \
+             revoked_at = now() - interval '2 hours' WHERE id = $1",
+            &[&session.id],
+        )
+        .await
+        .unwrap();
+
+    // The library's default retention (7 days) keeps it.
+    let default = cli(&db)
+        .args(["cleanup", "--idle-timeout", "none"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&default).contains("deleted 0 session(s)"),
+        "{default:?}"
+    );
+    let longer = cli(&db)
+        .args([
+            "cleanup",
+            "--idle-timeout",
+            "none",
+            "--tombstone-retention",
+            "3h",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&longer).contains("deleted 0 session(s)"),
+        "{longer:?}"
+    );
+    assert_eq!(db.session_rows().await, 1);
+    let shorter = cli(&db)
+        .args([
+            "cleanup",
+            "--idle-timeout",
+            "none",
+            "--tombstone-retention",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&shorter).contains("deleted 1 session(s)"),
+        "{shorter:?}"
+    );
+    assert_eq!(db.session_rows().await, 0);
+}
+
+#[tokio::test]
+async fn a_statement_stuck_on_a_lock_ends_at_the_statement_timeout() {
+    let db = TestDb::new().await;
+    let user = db.user().await;
+    let (session, _) = db.repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    let holder = db.client().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM auth.user_sessions WHERE user_id = $1 AND id = $2 FOR UPDATE",
+            &[&user, &session.id],
+        )
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let revoke = cli(&db)
+        .args([
+            "--statement-timeout",
+            "300ms",
+            "revoke",
+            "--user",
+            &user.to_string(),
+            "--session",
+            &session.id.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&revoke.stderr);
+    assert_eq!(revoke.status.code(), Some(1), "{revoke:?}");
+    assert!(stderr.contains("statement timeout"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(db.repo.count_live(user).await.unwrap(), 1, "not revoked");
+}
+
+/// The command running in the background, its output collected line by line as it comes.
+struct Running {
+    child: std::process::Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// How long any wait on the background command may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+impl Running {
+    fn spawn(db: &TestDb, args: &[&str]) -> Self {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("auth-sessions"))
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .arg("--database-url")
+            .arg(db.url())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |pipe: Box<dyn std::io::Read + Send>| {
+            let text = Arc::new(Mutex::new(String::new()));
+            let sink = text.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut sink = sink.lock().unwrap();
+                    sink.push_str(&line);
+                    sink.push('\n');
+                }
+            });
+            text
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn output(&self) -> (String, String) {
+        (
+            self.stdout.lock().unwrap().clone(),
+            self.stderr.lock().unwrap().clone(),
+        )
+    }
+
+    /// Polls until `ready(stdout, stderr)` holds, failing the test after [`DEADLINE`].
+    async fn wait_for(&mut self, what: &str, ready: impl Fn(&str, &str) -> bool) {
+        let started = Instant::now();
+        loop {
+            let (out, err) = self.output();
+            if ready(&out, &err) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("exited ({status}) before {what}:\n{out}\n{err}");
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "timed out waiting for {what}:\n{out}\n{err}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends SIGINT, as Ctrl-C does.
+    fn interrupt(&self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Polls until the process exits, failing the test after `within`.
+    async fn exit_status(&mut self, within: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > within {
+                let _ = self.child.kill();
+                let (out, err) = self.output();
+                panic!("still running {within:?} after the signal:\n{out}\n{err}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[tokio::test]
 async fn cleanup_every_stops_cleanly_on_interrupt() {
     let db = TestDb::new().await;
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("auth-sessions"))
-        .env_remove("DATABASE_URL")
-        .args(["--database-url", &db.url(), "cleanup", "--every", "100ms"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    // SIGINT, as Ctrl-C sends.
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "cleanup did not stop on SIGINT"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let mut out = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
-    assert!(status.success(), "{status:?}\n{out}");
-    assert!(
-        out.matches("deleted 0 session(s)").count() >= 2,
-        "several rounds ran:\n{out}"
+    let mut running = Running::spawn(
+        &db,
+        &["cleanup", "--idle-timeout", "none", "--every", "100ms"],
     );
+    // Two rounds have run (so the Ctrl-C handler is in place and the loop repeats).
+    running
+        .wait_for("two cleanup rounds", |out, _| {
+            out.matches("deleted 0 session(s)").count() >= 2
+        })
+        .await;
+    running.interrupt();
+    let status = running.exit_status(Duration::from_secs(10)).await;
+    let (out, err) = running.output();
+    assert!(status.success(), "{status:?}\n{out}\n{err}");
     assert!(
         out.contains("interrupted: stopped after the current batch"),
         "{out}"
     );
+    assert!(err.contains("Ctrl-C again to exit at once"), "{err}");
+}
+
+#[tokio::test]
+async fn a_second_interrupt_exits_at_once_with_130() {
+    let db = TestDb::new().await;
+    let user = db.user().await;
+    let (session, _) = db.repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    db.expire(session.id).await;
+    // Hold the expired row's lock: the cleanup batch waits on it and cannot finish.
+    let holder = db.client().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM auth.user_sessions WHERE user_id = $1 AND id = $2 FOR UPDATE",
+            &[&user, &session.id],
+        )
+        .await
+        .unwrap();
+
+    let mut running = Running::spawn(&db, &["cleanup", "--idle-timeout", "none"]);
+    let observer = db.client().await;
+    let started = Instant::now();
+    loop {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the cleanup batch never waited on the held row: {:?}",
+            running.output()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The first Ctrl-C asks the running batch to finish; it cannot, so the command waits.
+    running.interrupt();
+    running
+        .wait_for("the first interrupt's notice", |_, err| {
+            err.contains("Ctrl-C again to exit at once")
+        })
+        .await;
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "the first Ctrl-C lets the batch finish: {:?}",
+        running.output()
+    );
+    // The second one exits at once, batch or not.
+    running.interrupt();
+    let status = running.exit_status(Duration::from_secs(5)).await;
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{status:?} {:?}",
+        running.output()
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
 }
 
 #[test]
 fn bad_arguments_exit_2_with_usage() {
-    for args in [
-        &["revoke", "--user", "not-a-uuid", "--all"][..],
-        &["revoke", "--user", "00000000-0000-0000-0000-000000000000"][..],
-        &[
-            "revoke",
-            "--user",
-            "00000000-0000-0000-0000-000000000000",
+    const USER: &str = "00000000-0000-0000-0000-000000000000";
+    for (args, names) in [
+        (&["revoke", "--user", "not-a-uuid", "--all"][..], "--user"),
+        (&["revoke", "--user", USER][..], "--session"),
+        (
+            &["revoke", "--user", USER, "--all", "--session", USER][..],
             "--all",
-            "--session",
-            "00000000-0000-0000-0000-000000000000",
-        ][..],
-        &["cleanup", "--batch-size", "0"][..],
-        &["cleanup", "--every", "soon"][..],
-        &["frobnicate"][..],
+        ),
+        (
+            &["cleanup", "--idle-timeout", "none", "--batch-size", "0"][..],
+            "--batch-size",
+        ),
+        (
+            &["cleanup", "--idle-timeout", "none", "--every", "soon"][..],
+            "--every",
+        ),
+        (&["frobnicate"][..], "frobnicate"),
+        // No idle timeout: cleanup would have to guess which sessions the service accepts.
+        (&["cleanup"][..], "--idle-timeout"),
+        (&["cleanup", "--batch-size", "10"][..], "--idle-timeout"),
+        // Policies outside their ranges, refused before any statement.
+        (
+            &["--idle-timeout", "1000years", "stats"][..],
+            "--idle-timeout",
+        ),
+        (&["cleanup", "--idle-timeout", "0s"][..], "--idle-timeout"),
+        (
+            &[
+                "cleanup",
+                "--idle-timeout",
+                "none",
+                "--tombstone-retention",
+                "11years",
+            ][..],
+            "--tombstone-retention",
+        ),
+        (
+            &["cleanup", "--idle-timeout", "none", "--every", "0s"][..],
+            "--every",
+        ),
+        (
+            &["--statement-timeout", "0s", "stats"][..],
+            "--statement-timeout",
+        ),
+        (
+            &["--statement-timeout", "soon", "stats"][..],
+            "--statement-timeout",
+        ),
     ] {
+        // An unreachable server: a usage error is reported before any connection.
         let output = Command::cargo_bin("auth-sessions")
             .unwrap()
             .env_remove("RUST_LOG")
+            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/postgres")
             .args(args)
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            stderr.starts_with("error:") && stderr.contains("--help"),
+            stderr.starts_with("error:") && stderr.contains("--help") && stderr.contains(names),
             "{args:?}: {stderr}"
         );
     }

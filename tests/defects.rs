@@ -56,7 +56,8 @@ async fn rotating_a_session_deleted_meanwhile_is_unknown_not_an_error() {
     let repo = SessionRepo::with_policy(
         db.pool.clone(),
         SessionPolicy::default().rotation_key(key()),
-    );
+    )
+    .unwrap();
     let user = db.user().await;
     let (session, token) = repo.create(&new_session(user)).await.expect("create");
 
@@ -95,7 +96,8 @@ async fn activity_never_writes_to_a_session_revoked_meanwhile() {
     let repo = SessionRepo::with_policy(
         db.pool.clone(),
         SessionPolicy::default().activity_interval(Duration::ZERO),
-    );
+    )
+    .unwrap();
     let user = db.user().await;
     let (session, _) = repo.create(&new_session(user)).await.expect("create");
 
@@ -156,7 +158,8 @@ async fn eviction_keeps_the_reason_of_a_logout_that_committed_meanwhile() {
         db.pool.clone(),
         SessionPolicy::default()
             .max_sessions_per_user(Some(2), CapPolicy::EvictLeastRecentlyActive),
-    );
+    )
+    .unwrap();
     let user = db.user().await;
     let (oldest, _) = repo.create(&new_session(user)).await.expect("first");
     let (_second, _) = repo.create(&new_session(user)).await.expect("second");
@@ -206,7 +209,8 @@ async fn creating_with_a_token_of_an_existing_chain_is_a_typed_duplicate() {
     let repo = SessionRepo::with_policy(
         db.pool.clone(),
         SessionPolicy::default().rotation_key(key()),
-    );
+    )
+    .unwrap();
     let user = db.user().await;
     let (_, first) = repo.create(&new_session(user)).await.expect("create");
     let Rotation::Rotated { token: second, .. } =
@@ -253,7 +257,8 @@ async fn a_thousand_rotations_leave_one_row_and_the_first_token_is_still_reuse()
         SessionPolicy::default()
             .rotation_key(key())
             .rotation_grace(Duration::ZERO),
-    );
+    )
+    .unwrap();
     let user = db.user().await;
     let (session, first) = repo.create(&new_session(user)).await.expect("create");
     let client = db.client().await;
@@ -317,7 +322,8 @@ async fn forgeries_and_ancestors_beyond_the_bound_are_unknown_and_revoke_nothing
     let repo = SessionRepo::with_policy(
         db.pool.clone(),
         SessionPolicy::default().rotation_key(key()),
-    );
+    )
+    .unwrap();
     let user = db.user().await;
     let (session, first) = repo.create(&new_session(user)).await.expect("create");
     // Another key's successor: right ids and generation, wrong secret.

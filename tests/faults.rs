@@ -2,18 +2,15 @@
 //! dropped mid-statement.
 //!
 //! Tests that stop or break the server run against a private PostgreSQL that the test starts
-//! itself (`PrivateServer`, in a temporary directory on a free port), never the shared server.
+//! itself (`PrivateServer` from tests/common/server.rs, in a temporary directory on a free
+//! port), never the shared server.
 //! The tests that only hold row locks use the shared server through `TestDb`.
 
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use auth_sessions::{
@@ -21,211 +18,15 @@ use auth_sessions::{
     SessionRepo, Validation, build_pool_with_config, migrate,
 };
 use common::TestDb;
-use tokio_postgres::{Client, Config, NoTls};
+use common::server::PrivateServer;
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 // ---------------------------------------------------------------------------------------------
-// A private PostgreSQL server
+// A private PostgreSQL server (`PrivateServer`, in tests/common/server.rs)
 // ---------------------------------------------------------------------------------------------
-
-/// A PostgreSQL server of the test's own: `initdb` in a fresh temporary directory, listening on
-/// a free port of 127.0.0.1 (and a socket in that directory). Stopped (`-m immediate`) and
-/// removed on drop.
-struct PrivateServer {
-    /// The temporary directory: `data/` (the cluster), `log`, and the socket.
-    dir: tempfile::TempDir,
-    bindir: PathBuf,
-    port: u16,
-    /// Run the binaries as `postgres` through `runuser` (they refuse to run as root).
-    as_postgres: bool,
-}
-
-impl PrivateServer {
-    /// Creates and starts a server. Blocking (run it with `spawn_blocking` inside a runtime).
-    /// Panics with a clear message when PostgreSQL's binaries cannot be found or fail.
-    fn start() -> Self {
-        let bindir = pg_bindir();
-        for program in ["initdb", "pg_ctl", "postgres"] {
-            assert!(
-                bindir.join(program).is_file(),
-                "{program} not found in {} (from `pg_config --bindir`): install the \
-                 PostgreSQL server package (for example `apt-get install postgresql`)",
-                bindir.display()
-            );
-        }
-        let as_postgres = running_as_root();
-        let dir = tempfile::Builder::new()
-            .prefix("auth-sessions-pg-")
-            .tempdir_in("/tmp")
-            .expect("create a temporary directory in /tmp");
-        if as_postgres {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("run chown");
-            assert!(status.success(), "chown of {} failed", dir.path().display());
-        }
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-                .expect("chmod 0700 the temporary directory");
-        }
-        let mut server = Self {
-            dir,
-            bindir,
-            port: 0,
-            as_postgres,
-        };
-        let output = server.run(
-            "initdb",
-            &[
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-                "-D",
-                &server.data_dir().display().to_string(),
-            ],
-        );
-        server.check("initdb", &output);
-        // The port is free when we look; another process could take it before the server
-        // binds it, so try a few times.
-        let mut last = None;
-        for _ in 0..5 {
-            server.port = free_port();
-            let output = server.pg_ctl(&["-w", "-t", "30", "start"]);
-            if output.status.success() {
-                return server;
-            }
-            last = Some(output);
-        }
-        server.check("pg_ctl start", &last.expect("at least one attempt"));
-        unreachable!()
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn log_file(&self) -> PathBuf {
-        self.dir.path().join("log")
-    }
-
-    /// The connection settings of the `postgres` database, over TCP.
-    fn config(&self) -> Config {
-        Config::from_str(&self.url()).expect("private server URL")
-    }
-
-    /// A URL for the `postgres` database, over TCP.
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    /// A plain connection (outside any pool) to the `postgres` database.
-    async fn client(&self) -> Client {
-        let (client, connection) = self
-            .config()
-            .connect(NoTls)
-            .await
-            .expect("connect to the private server");
-        tokio::spawn(connection);
-        client
-    }
-
-    /// `pg_ctl restart -m fast -w`. Blocking.
-    fn restart(&self) {
-        let output = self.pg_ctl(&["-w", "-t", "30", "-m", "fast", "restart"]);
-        self.check("pg_ctl restart", &output);
-    }
-
-    /// `pg_ctl stop -m fast -w`. Blocking.
-    #[allow(dead_code)] // part of the helper's interface; the tests restart instead
-    fn stop(&self) {
-        let output = self.pg_ctl(&["-w", "-t", "30", "-m", "fast", "stop"]);
-        self.check("pg_ctl stop", &output);
-    }
-
-    fn pg_ctl(&self, args: &[&str]) -> Output {
-        let data = self.data_dir().display().to_string();
-        let log = self.log_file().display().to_string();
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.path().display()
-        );
-        let mut all = vec!["-D", &data, "-l", &log, "-o", &options];
-        all.extend_from_slice(args);
-        self.run("pg_ctl", &all)
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> Output {
-        let binary = self.bindir.join(program);
-        let mut command = if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&binary);
-            command
-        } else {
-            Command::new(&binary)
-        };
-        command
-            .args(args)
-            // A working directory the server's user can enter.
-            .current_dir(self.dir.path())
-            .env("LC_ALL", "C")
-            .output()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()))
-    }
-
-    fn check(&self, what: &str, output: &Output) {
-        if !output.status.success() {
-            let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-            panic!(
-                "{what} failed ({}):\nstdout: {}\nstderr: {}\nserver log:\n{log}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr),
-            );
-        }
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        // Best effort: the directory goes with `self.dir` right after.
-        let _ = self.pg_ctl(&["-w", "-t", "30", "-m", "immediate", "stop"]);
-    }
-}
-
-/// `pg_config --bindir`, or a clear failure.
-fn pg_bindir() -> PathBuf {
-    let output = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .unwrap_or_else(|err| {
-            panic!(
-                "cannot run pg_config ({err}): the fault tests start a private PostgreSQL and \
-                 need its binaries (install postgresql and its pg_config, for example \
-                 `apt-get install postgresql postgresql-server-dev-all` or libpq-dev)"
-            )
-        });
-    assert!(output.status.success(), "pg_config --bindir failed");
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-}
-
-fn running_as_root() -> bool {
-    let output = Command::new("id").arg("-u").output().expect("run id -u");
-    String::from_utf8_lossy(&output.stdout).trim() == "0"
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
 
 /// Starts a private server off the runtime's threads, migrates it, and returns it with a pool.
 async fn private_server(settings: &PoolSettings) -> (Arc<PrivateServer>, SessionRepo) {
@@ -237,7 +38,10 @@ async fn private_server(settings: &PoolSettings) -> (Arc<PrivateServer>, Session
     let policy = SessionPolicy::default()
         .max_sessions_per_user(None, CapPolicy::Refuse)
         .rotation_key(key());
-    (Arc::new(server), SessionRepo::with_policy(pool, policy))
+    (
+        Arc::new(server),
+        SessionRepo::with_policy(pool, policy).unwrap(),
+    )
 }
 
 async fn insert_user(client: &Client) -> Uuid {
@@ -311,13 +115,17 @@ async fn restart_during_lookups_and_creates_recovers_without_losing_acknowledged
     let phase = Arc::new(AtomicU8::new(BEFORE));
     let stop = Arc::new(AtomicBool::new(false));
     let restarted_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+    // Successful calls per worker, to see the load going before the restart.
+    let successes: Arc<Vec<AtomicU64>> =
+        Arc::new(users.iter().map(|_| AtomicU64::new(0)).collect());
     let mut workers = Vec::new();
     for (n, user) in users.into_iter().enumerate() {
-        let (repo, phase, stop, restarted_at) = (
+        let (repo, phase, stop, restarted_at, successes) = (
             repo.clone(),
             phase.clone(),
             stop.clone(),
             restarted_at.clone(),
+            successes.clone(),
         );
         workers.push(tokio::spawn(async move {
             let mut log = WorkerLog::default();
@@ -352,7 +160,10 @@ async fn restart_during_lookups_and_creates_recovers_without_losing_acknowledged
                 };
                 let end_phase = phase.load(Ordering::SeqCst);
                 match result {
-                    Ok(()) => log.ok_by_start_phase[usize::from(start_phase)] += 1,
+                    Ok(()) => {
+                        log.ok_by_start_phase[usize::from(start_phase)] += 1;
+                        successes[n].fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(err) => {
                         let variant = match &err {
                             Some(err) => {
@@ -371,7 +182,15 @@ async fn restart_during_lookups_and_creates_recovers_without_losing_acknowledged
         }));
     }
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The load first: every worker has created sessions and looked them up, 20 calls each.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while successes.iter().any(|n| n.load(Ordering::Relaxed) < 20) {
+        assert!(
+            Instant::now() < deadline,
+            "the load did not get going within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     phase.store(RESTARTING, Ordering::SeqCst);
     let restart_began = Instant::now();
     let restarter = server.clone();
@@ -381,6 +200,8 @@ async fn restart_during_lookups_and_creates_recovers_without_losing_acknowledged
     let restart_took = restart_began.elapsed();
     restarted_at.set(Instant::now()).unwrap();
     phase.store(AFTER, Ordering::SeqCst);
+    // Not a wait for an event but the window watched after the restart: the pool must serve
+    // without errors through its last second.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     stop.store(true, Ordering::Relaxed);
 
@@ -748,7 +569,7 @@ async fn a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_sta
     let policy = SessionPolicy::default()
         .max_sessions_per_user(Some(1), CapPolicy::EvictLeastRecentlyActive)
         .rotation_key(key());
-    let repo = SessionRepo::with_policy(db.pool.clone(), policy);
+    let repo = SessionRepo::with_policy(db.pool.clone(), policy).unwrap();
     let observer = db.client().await;
 
     // --- rotate ---------------------------------------------------------------------------
@@ -879,7 +700,8 @@ async fn an_abandoned_call_does_not_stall_the_next_caller_on_its_connection() {
     let repo = SessionRepo::with_policy(
         db.pool.clone(),
         SessionPolicy::default().rotation_key(key()),
-    );
+    )
+    .unwrap();
     let observer = db.client().await;
     let user = db.user().await;
     let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();

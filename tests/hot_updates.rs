@@ -19,7 +19,7 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 fn repo(db: &TestDb, policy: SessionPolicy) -> SessionRepo {
     let key = RotationKey::from_bytes(b"a test rotation key of at least 32 bytes").unwrap();
-    SessionRepo::with_policy(db.pool.clone(), policy.rotation_key(key))
+    SessionRepo::with_policy(db.pool.clone(), policy.rotation_key(key)).unwrap()
 }
 
 /// `(n_tup_upd, n_tup_hot_upd)` of `auth.user_sessions`, once the statistics show at least

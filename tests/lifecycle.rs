@@ -20,7 +20,7 @@ fn key() -> RotationKey {
 }
 
 fn repo(db: &TestDb, policy: SessionPolicy) -> SessionRepo {
-    SessionRepo::with_policy(db.pool.clone(), policy.rotation_key(key()))
+    SessionRepo::with_policy(db.pool.clone(), policy.rotation_key(key())).unwrap()
 }
 
 async fn rotated(repo: &SessionRepo, token: &RefreshToken) -> RefreshToken {
@@ -205,7 +205,8 @@ async fn a_different_rotation_key_cannot_claim_the_grace_window() {
     let repo_b = SessionRepo::with_policy(
         db.pool.clone(),
         SessionPolicy::default().rotation_key(other_key),
-    );
+    )
+    .unwrap();
     let user = db.user().await;
     let (session, t0) = repo_a.create(&NewSession::new(user, DAY)).await.unwrap();
     let t1 = rotated(&repo_a, &t0).await;
@@ -323,7 +324,8 @@ async fn parallel_rotations_of_one_token_all_receive_the_one_successor() {
         let pool =
             build_pool_with_config(db.config(), &PoolSettings::default().max_size(1)).unwrap();
         drop(pool.get().await.unwrap()); // Connect before the race starts.
-        let repo = SessionRepo::with_policy(pool, SessionPolicy::default().rotation_key(key()));
+        let repo =
+            SessionRepo::with_policy(pool, SessionPolicy::default().rotation_key(key())).unwrap();
         let barrier = barrier.clone();
         let presented = t0.expose_secret().to_owned();
         tasks.push(tokio::spawn(async move {
@@ -531,6 +533,18 @@ async fn parallel_creates(policy: CapPolicy) -> (TestDb, Uuid, Vec<Result<(), Er
         SessionPolicy::default().max_sessions_per_user(Some(5), policy),
     );
     let user = db.user().await;
+    // Open every connection of the pool first, so that the callers race with their statements
+    // rather than with connection setups (each far slower than a statement).
+    let warm = futures::future::try_join_all((0..CALLERS).map(|_| db.pool.get()))
+        .await
+        .expect("open the pool's connections");
+    drop(warm);
+    let status = db.pool.status();
+    assert_eq!(
+        (status.size, status.available),
+        (CALLERS, CALLERS),
+        "the pool is warm before the race"
+    );
     let barrier = Arc::new(tokio::sync::Barrier::new(CALLERS));
     let tasks: Vec<_> = (0..CALLERS)
         .map(|i| {

@@ -84,7 +84,7 @@ async fn counters_report_rotations_evictions_refusals_cleanup_and_pool_waits() {
         .rotation_key(key)
         .rotation_grace(Duration::from_secs(60))
         .max_sessions_per_user(Some(2), CapPolicy::EvictLeastRecentlyActive);
-    let repo = SessionRepo::with_policy(db.pool.clone(), policy.clone());
+    let repo = SessionRepo::with_policy(db.pool.clone(), policy.clone()).unwrap();
     let user = db.user().await;
     let new = NewSession::new(user, Duration::from_secs(3600));
 
@@ -140,7 +140,8 @@ async fn counters_report_rotations_evictions_refusals_cleanup_and_pool_waits() {
     let refusing = SessionRepo::with_policy(
         db.pool.clone(),
         policy.max_sessions_per_user(Some(2), CapPolicy::Refuse),
-    );
+    )
+    .unwrap();
     assert!(matches!(
         refusing.create(&new).await,
         Err(Error::SessionCapReached)

@@ -343,10 +343,22 @@ async fn every_statement_touches_one_partition_except_cleanup_and_stats() {
             .batch_execute(&format!("EXECUTE q({})", values.join(", ")))
             .await
             .unwrap_or_else(|err| panic!("execute {name}: {err}"));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A notice of our own after the plans: once it is in, so are they.
+        const SENTINEL: &str = "end of the plans";
+        client
+            .batch_execute(&format!("DO $$ BEGIN RAISE NOTICE '{SENTINEL}'; END $$"))
+            .await
+            .unwrap();
         let mut logged = Vec::new();
-        while let Ok(plan) = plans.try_recv() {
-            logged.push(plan);
+        loop {
+            let notice = tokio::time::timeout(Duration::from_secs(10), plans.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{name}: the notices stopped before the sentinel"))
+                .expect("the connection is open");
+            if notice == SENTINEL {
+                break;
+            }
+            logged.push(notice);
         }
         assert!(!logged.is_empty(), "{name}: auto_explain logged no plan");
         let all = logged.join("\n");

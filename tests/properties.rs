@@ -369,7 +369,8 @@ fn every_text_input_is_refused_before_writing_or_read_back_exactly() {
     let repo = SessionRepo::with_policy(
         db.pool.clone(),
         SessionPolicy::default().max_sessions_per_user(None, CapPolicy::Refuse),
-    );
+    )
+    .unwrap();
     let user = rt.block_on(db.user());
     let mut runner = TestRunner::new(config(400));
     let outcomes = std::cell::RefCell::new(std::collections::BTreeMap::<String, u32>::new());
@@ -480,7 +481,8 @@ fn find_validate_and_rotate_of_any_presented_text_are_typed_and_change_nothing()
     let db = rt.block_on(TestDb::new());
     let key = RotationKey::from_bytes(&[3; 32]).unwrap();
     let repo =
-        SessionRepo::with_policy(db.pool.clone(), SessionPolicy::default().rotation_key(key));
+        SessionRepo::with_policy(db.pool.clone(), SessionPolicy::default().rotation_key(key))
+            .unwrap();
     // Real sessions of two users, one rotated three times, so that forged tokens meet every
     // branch: the current generation, its parent, older ones (proven by deriving forward) and
     // later ones.

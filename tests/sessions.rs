@@ -358,7 +358,8 @@ async fn record_activity_moves_last_active_and_updates_the_address() {
     let repo = SessionRepo::with_policy(
         db.pool.clone(),
         SessionPolicy::default().activity_interval(Duration::ZERO),
-    );
+    )
+    .unwrap();
     let (session, token) = repo.create(&laptop(user)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
 
@@ -622,7 +623,8 @@ async fn cleanup_deletes_tombstones_only_after_their_retention() {
     let repo = SessionRepo::with_policy(
         db.pool.clone(),
         SessionPolicy::default().tombstone_retention(Duration::from_secs(3600)),
-    );
+    )
+    .unwrap();
     assert_eq!(repo.policy().tombstone_retention, Duration::from_secs(3600));
     assert_eq!(
         SessionPolicy::default().tombstone_retention,

@@ -98,3 +98,75 @@ async fn spans_name_the_operation_count_rows_and_time_it_without_secrets() {
         }
     }
 }
+
+/// tokio-postgres logs every statement's bind parameters at debug level through the `log`
+/// crate, which the command's subscriber forwards: whatever `RUST_LOG` says, none of it
+/// reaches the output.
+#[tokio::test]
+async fn the_cli_logs_no_bind_parameters_whatever_rust_log_says() {
+    let db = TestDb::new().await;
+    let user = db.user().await;
+    let new = NewSession::new(user, Duration::from_secs(3600))
+        .with_device_info("laptop")
+        .with_ip_address("198.51.100.23".parse().unwrap())
+        .with_user_agent("Secret-Agent/7.1");
+    let (listed, listed_token) = db.repo.create(&new).await.unwrap();
+    for filter in [
+        "trace",
+        "debug",
+        "tokio_postgres=trace",
+        "tokio_postgres::query=trace,auth_sessions=debug",
+    ] {
+        let (revoked, revoked_token) = db.repo.create(&new).await.unwrap();
+        let run = |args: &[&str]| {
+            let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("auth-sessions"))
+                .env_remove("DATABASE_URL")
+                .env("RUST_LOG", filter)
+                .arg("--database-url")
+                .arg(db.url())
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{filter} {args:?}: {output:?}");
+            String::from_utf8_lossy(&output.stderr).into_owned()
+        };
+        let user_id = user.to_string();
+        let log = run(&["--idle-timeout", "none", "list", "--user", &user_id])
+            + &run(&[
+                "revoke",
+                "--user",
+                &user_id,
+                "--session",
+                &revoked.id.to_string(),
+            ]);
+        if filter.contains("debug") || filter == "trace" {
+            for span in ["list_devices", "revoke"] {
+                assert!(
+                    log.lines()
+                        .any(|line| line.contains(&format!("{span}{{")) && line.contains("close")),
+                    "{filter}: no closed span {span} in\n{log}"
+                );
+            }
+        }
+        for line in log.lines().filter(|line| line.contains("tokio_postgres")) {
+            assert!(
+                !line.contains("DEBUG") && !line.contains("TRACE"),
+                "{filter}: tokio_postgres below info reached the output: {line}"
+            );
+        }
+        for value in [
+            listed.id.to_string(),
+            revoked.id.to_string(),
+            user_id.clone(),
+            "198.51.100.23".to_owned(),
+            "Secret-Agent".to_owned(),
+            listed_token.hash().as_str().to_owned(),
+            revoked_token.hash().as_str().to_owned(),
+        ] {
+            assert!(
+                !log.contains(&value),
+                "{filter}: a bound value ({value}) reached the log:\n{log}"
+            );
+        }
+    }
+}

@@ -2,8 +2,8 @@
 //!
 //! Exit codes: 0 success, 1 the operation failed, 2 bad arguments, 3 the database is
 //! unreachable or the URL is invalid, 4 nothing matched (`revoke --session`, or
-//! `--all-except` naming no session of the user). `distribute` on a
-//! database without Citus exits with 2: the command does not apply there.
+//! `--all-except` naming no session of the user), 130 a second Ctrl-C during `cleanup`.
+//! `distribute` on a database without Citus exits with 2: the command does not apply there.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -15,7 +15,13 @@ use auth_sessions::{
     DEFAULT_DATABASE_URL, Error, PoolSettings, SessionKey, SessionPolicy, SessionRepo, build_pool,
     distribute, migrate, migration_status,
 };
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use uuid::Uuid;
 
 /// Operate the auth-sessions store: migrations, cleanup, statistics and support work.
@@ -27,9 +33,15 @@ struct Cli {
     database_url: String,
 
     /// Idle timeout the service uses ("14days", "12h", or "none"): sessions idle for longer
-    /// count as dead.
-    #[arg(long, default_value = "14days", value_parser = parse_idle, global = true)]
-    idle_timeout: IdleTimeout,
+    /// count as dead. Required by cleanup, which deletes them. Without it, list and stats
+    /// apply none (every unexpired, unrevoked session counts as live) and say so.
+    #[arg(long, value_parser = parse_idle, global = true)]
+    idle_timeout: Option<IdleTimeout>,
+
+    /// Server-side limit on each statement ("30s", "2m", or "none" for the server's setting).
+    /// Default: 30s; for migrate and distribute, which may rewrite or move whole tables, none.
+    #[arg(long, value_parser = parse_statement_timeout, global = true)]
+    statement_timeout: Option<StatementTimeout>,
 
     #[command(subcommand)]
     command: Command,
@@ -47,6 +59,36 @@ fn parse_idle(text: &str) -> Result<IdleTimeout, String> {
         .map_err(|err| err.to_string())
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StatementTimeout(Option<Duration>);
+
+/// The statement timeout of every command but migrate and distribute.
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn parse_statement_timeout(text: &str) -> Result<StatementTimeout, String> {
+    if text == "none" {
+        return Ok(StatementTimeout(None));
+    }
+    match humantime::parse_duration(text).map_err(|err| err.to_string())? {
+        Duration::ZERO => Err("must be longer than zero (none keeps the server's setting)".into()),
+        timeout => Ok(StatementTimeout(Some(timeout))),
+    }
+}
+
+/// The shortest `cleanup --every`: shorter would query the database in a tight loop.
+const MIN_EVERY: Duration = Duration::from_millis(100);
+
+fn parse_every(text: &str) -> Result<Duration, String> {
+    let every = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if every < MIN_EVERY {
+        return Err(format!(
+            "must be at least {}",
+            humantime::format_duration(MIN_EVERY)
+        ));
+    }
+    Ok(every)
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Apply the embedded schema/ migrations and report what was applied.
@@ -55,7 +97,8 @@ enum Command {
         #[arg(long)]
         status: bool,
     },
-    /// Delete expired and idle sessions in bounded batches.
+    /// Delete expired and idle sessions and old tombstones in bounded batches. Requires
+    /// --idle-timeout (the service's, or none).
     Cleanup {
         /// Most rows one statement deletes.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -63,9 +106,14 @@ enum Command {
         /// Pause after each full batch, yielding to live traffic ("0s" for none).
         #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
         pause: Duration,
-        /// Repeat every DURATION (for example "30s", "5m") until interrupted with Ctrl-C.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// Repeat every DURATION (for example "30s", "5m"; at least 100ms) until interrupted
+        /// with Ctrl-C: the first lets the running batch finish, a second exits at once (130).
+        #[arg(long, value_parser = parse_every)]
         every: Option<Duration>,
+        /// How long revoked sessions stay as tombstones before cleanup deletes them: the
+        /// service's `tombstone_retention` (at most 10 years).
+        #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
+        tombstone_retention: Duration,
     },
     /// Session counts, the largest per-user count, table and index sizes.
     Stats,
@@ -110,17 +158,86 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_UNAVAILABLE: u8 = 3;
 const EXIT_NOT_FOUND: u8 = 4;
+/// A second Ctrl-C: 128 + SIGINT, as shells report a process that SIGINT ended.
+const EXIT_INTERRUPTED: u8 = 130;
+
+impl Cli {
+    /// The policy matching the service's, as far as the flags tell, validated before any
+    /// connection. The command records no activity, so its activity interval is zero and any
+    /// idle timeout from one second up is accepted.
+    fn policy(&self) -> Result<SessionPolicy, clap::Error> {
+        let idle_timeout = match (self.idle_timeout, &self.command) {
+            (Some(IdleTimeout(idle)), _) => idle,
+            (None, Command::Cleanup { .. }) => {
+                return Err(Cli::command().error(
+                    ErrorKind::MissingRequiredArgument,
+                    "cleanup deletes sessions idle for longer than the service's idle timeout, \
+                     so it needs that timeout: pass --idle-timeout DURATION (for example \
+                     14days), or --idle-timeout none if the service has none",
+                ));
+            }
+            (None, _) => None,
+        };
+        let mut policy = SessionPolicy::default()
+            .idle_timeout(idle_timeout)
+            .activity_interval(Duration::ZERO);
+        if let Command::Cleanup {
+            tombstone_retention,
+            ..
+        } = self.command
+        {
+            policy = policy.tombstone_retention(tombstone_retention);
+        }
+        policy.validate().map_err(|err| {
+            let message = match &err {
+                Error::InvalidInput {
+                    field: "idle_timeout",
+                    ..
+                } => "--idle-timeout is out of range: from 1s to 10 years, or none".to_owned(),
+                Error::InvalidInput {
+                    field: "tombstone_retention",
+                    ..
+                } => "--tombstone-retention is out of range: at most 10 years".to_owned(),
+                other => other.to_string(),
+            };
+            Cli::command().error(ErrorKind::ValueValidation, message)
+        })?;
+        Ok(policy)
+    }
+
+    /// The statement timeout: as given, else none for migrate and distribute (which may
+    /// rewrite or move whole tables) and [`DEFAULT_STATEMENT_TIMEOUT`] for the rest.
+    fn statement_timeout(&self) -> Option<Duration> {
+        match (self.statement_timeout, &self.command) {
+            (Some(StatementTimeout(timeout)), _) => timeout,
+            (None, Command::Migrate { .. } | Command::Distribute { .. }) => None,
+            (None, _) => Some(DEFAULT_STATEMENT_TIMEOUT),
+        }
+    }
+}
+
+/// Whether an event may reach the output whatever `RUST_LOG` says: tokio-postgres logs every
+/// statement's bind parameters (user and session ids, token hashes, addresses) at debug
+/// level, so it is capped at info.
+fn loggable(metadata: &tracing::Metadata<'_>) -> bool {
+    let target = metadata.target();
+    let driver = target == "tokio_postgres" || target.starts_with("tokio_postgres::");
+    !driver || *metadata.level() <= tracing::Level::INFO
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let policy = cli.policy().unwrap_or_else(|err| err.exit());
     // Silent unless RUST_LOG asks (for example RUST_LOG=auth_sessions=debug): errors are
     // reported below, once. Span durations appear when a span closes.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_span_events(FmtSpan::CLOSE)
+                .with_filter(filter.and(filter_fn(loggable))),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -133,7 +250,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, policy)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", describe(&err));
@@ -159,14 +276,26 @@ fn describe(err: &Error) -> String {
     text
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, Error> {
-    let settings = PoolSettings::default()
+async fn run(cli: Cli, policy: SessionPolicy) -> Result<ExitCode, Error> {
+    let mut settings = PoolSettings::default()
         .max_size(4)
         .create_timeout(Duration::from_secs(5))
         .wait_timeout(Duration::from_secs(10));
+    if let Some(timeout) = cli.statement_timeout() {
+        settings = settings.statement_timeout(timeout);
+    }
     let pool = build_pool(&cli.database_url, &settings)?;
-    let policy = SessionPolicy::default().idle_timeout(cli.idle_timeout.0);
-    let repo = SessionRepo::with_policy(pool.clone(), policy);
+    // Without the service's idle timeout, list and stats count idle sessions as live: a
+    // superset of what the service accepts, which hides none of them.
+    let idle_note = || {
+        if cli.idle_timeout.is_none() {
+            eprintln!(
+                "note: no --idle-timeout: sessions count as live however long they were idle; \
+                 pass the service's idle timeout (or none) to match what it accepts"
+            );
+        }
+    };
+    let repo = SessionRepo::with_policy(pool.clone(), policy)?;
     match cli.command {
         Command::Migrate { status: true } => {
             let statuses = migration_status(&pool).await?;
@@ -197,7 +326,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             batch_size,
             pause,
             every,
-        } => cleanup(&repo, batch_size, pause, every).await?,
+            tombstone_retention: _,
+        } => return cleanup(&repo, batch_size, pause, every).await,
         Command::Stats => {
             let stats = repo.stats().await?;
             println!("sessions total        {}", stats.total);
@@ -208,6 +338,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             println!("largest per-user live {}", stats.max_live_per_user);
             println!("table size            {}", bytes(stats.table_bytes));
             println!("index size            {}", bytes(stats.index_bytes));
+            idle_note();
         }
         Command::Distribute { shard_count } => {
             let report = distribute(&pool, shard_count).await?;
@@ -245,6 +376,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 );
             }
             println!("{} live session(s)", devices.len());
+            idle_note();
         }
         Command::Revoke { user, target } => {
             if let Some(session) = target.session {
@@ -268,29 +400,84 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Ctrl-C (SIGINT), as a stream: every interrupt after the first call to `listen` is seen,
+/// including one that arrives while the previous is being handled.
+#[cfg(unix)]
+struct Interrupts(tokio::signal::unix::Signal);
+
+#[cfg(unix)]
+impl Interrupts {
+    fn listen() -> std::io::Result<Self> {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map(Self)
+    }
+
+    async fn next(&mut self) {
+        if self.0.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Interrupts;
+
+#[cfg(not(unix))]
+impl Interrupts {
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn next(&mut self) {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Cleanup rounds: batches until one comes back short; with `every`, again after each pause
-/// until Ctrl-C, which lets the running batch finish.
+/// until Ctrl-C, which lets the running batch finish. A second Ctrl-C exits at once with
+/// [`EXIT_INTERRUPTED`], abandoning the batch in flight: the server ends its statement (at
+/// the latest at the statement timeout), and what it deleted was dead either way.
 async fn cleanup(
     repo: &SessionRepo,
     batch_size: u32,
     pause: Duration,
     every: Option<Duration>,
-) -> Result<(), Error> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
-    let notify = Arc::new(tokio::sync::Notify::new());
-    let wake = notify.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, Ordering::SeqCst);
-            wake.notify_one();
+) -> Result<ExitCode, Error> {
+    // Listening starts before the first batch, so Ctrl-C never ends the process unannounced.
+    let mut interrupts = match Interrupts::listen() {
+        Ok(interrupts) => interrupts,
+        Err(err) => {
+            eprintln!("error: cannot listen for Ctrl-C: {err}");
+            return Ok(ExitCode::from(EXIT_FAILED));
         }
-    });
+    };
     let progress = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     });
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    {
+        let (flag, wake, bar) = (interrupted.clone(), notify.clone(), progress.clone());
+        tokio::spawn(async move {
+            interrupts.next().await;
+            flag.store(true, Ordering::SeqCst);
+            wake.notify_one();
+            let notice = "interrupted: finishing the current batch (Ctrl-C again to exit at once)";
+            match &bar {
+                Some(bar) => bar.println(notice),
+                None => eprintln!("{notice}"),
+            }
+            interrupts.next().await;
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            eprintln!("interrupted again: exiting without waiting for the batch");
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        });
+    }
     loop {
         let started = Instant::now();
         let (mut deleted, mut batches) = (0u64, 0u64);
@@ -336,7 +523,7 @@ async fn cleanup(
     if interrupted.load(Ordering::SeqCst) {
         println!("interrupted: stopped after the current batch");
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn rate(rows: u64, since: Instant) -> f64 {
@@ -359,5 +546,67 @@ fn truncate(text: &str, max: usize) -> String {
         text.to_owned()
     } else {
         text.chars().take(max - 1).chain(['…']).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("auth-sessions").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_arguments_are_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn statements_time_out_after_30s_unless_they_may_rewrite_whole_tables() {
+        let user = "00000000-0000-0000-0000-000000000000";
+        for args in [
+            &["stats"][..],
+            &["list", "--user", user],
+            &["revoke", "--user", user, "--all"],
+            &["cleanup", "--idle-timeout", "none"],
+        ] {
+            assert_eq!(
+                parse(args).statement_timeout(),
+                Some(Duration::from_secs(30)),
+                "{args:?}"
+            );
+        }
+        for args in [&["migrate"][..], &["migrate", "--status"], &["distribute"]] {
+            assert_eq!(parse(args).statement_timeout(), None, "{args:?}");
+        }
+        assert_eq!(
+            parse(&["--statement-timeout", "2m", "migrate"]).statement_timeout(),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse(&["stats", "--statement-timeout", "none"]).statement_timeout(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_policy_follows_the_flags_and_records_no_activity() {
+        let policy = parse(&[
+            "cleanup",
+            "--idle-timeout",
+            "30s",
+            "--tombstone-retention",
+            "1h",
+        ])
+        .policy()
+        .unwrap();
+        assert_eq!(policy.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(policy.tombstone_retention, Duration::from_secs(3600));
+        assert_eq!(policy.activity_interval, Duration::ZERO);
+        assert_eq!(parse(&["stats"]).policy().unwrap().idle_timeout, None);
+        let missing = parse(&["cleanup"]).policy().unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::MissingRequiredArgument);
+        assert_eq!(missing.exit_code(), 2);
     }
 }

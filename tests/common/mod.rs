@@ -1,13 +1,25 @@
 //! Per-test databases on a real PostgreSQL.
 //!
-//! The first test of a process migrates a template database named after a hash of the embedded
-//! migrations (so it is shared by every test process and rebuilt only when `schema/` changes).
-//! Each test then gets its own database cloned from it, dropped when the test ends. Databases
-//! left by dead test processes are swept when the template is first needed.
+//! The server is `DATABASE_URL`, else the default server, else a throwaway server of our own
+//! (see `server.rs`). The first test of a process migrates a template database named after a
+//! hash of the embedded migrations (so it is shared by every test process and rebuilt only when
+//! `schema/` changes). Each test then gets its own database cloned from it, dropped when the
+//! test ends.
+//!
+//! The server may be shared with other runs: other worktrees, containers, hosts. So every
+//! database is named with a random tag of its run (PIDs repeat across containers) and records
+//! in its comment who made it and when (`host=H pidns=N pid=P created=T`, templates
+//! `used=T` for their last use). When the template is first needed, the sweep drops a test
+//! database only if its creator was a process of this host (same host name and PID namespace)
+//! that is gone, or it is more than a day old; and another schema's template only when it was
+//! last used more than a day ago.
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod server;
+
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use auth_sessions::{PoolSettings, SessionRepo, build_pool_with_config, deadpool_postgres::Pool};
@@ -16,17 +28,22 @@ use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Config, NoTls};
 use uuid::Uuid;
 
-const TEST_DB_PREFIX: &str = "auth_sessions_test_";
-const TEMPLATE_PREFIX: &str = "auth_sessions_tpl_";
+pub const TEST_DB_PREFIX: &str = "auth_sessions_testdb_";
+pub const TEMPLATE_PREFIX: &str = "auth_sessions_template_";
+/// The names of an earlier scheme (no comment, the PID in the name), swept when a day old.
+const LEGACY_PREFIXES: [&str; 2] = ["auth_sessions_test_", "auth_sessions_tpl_"];
 /// Advisory lock key that serializes template creation across test processes.
 const TEMPLATE_LOCK: i64 = 0x7465_6d70_6c61_7465;
+/// Past this age a database of another run is a leftover, whoever made it.
+pub const LEFTOVER_AGE_SECS: i64 = 24 * 60 * 60;
 
 static TEMPLATE: OnceCell<String> = OnceCell::const_new();
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-/// The server the tests use: `DATABASE_URL`, or the crate's default.
+/// The server the tests use: `DATABASE_URL`; else the default server if it can be used; else
+/// a throwaway server started from the installed binaries (and stderr says so).
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| auth_sessions::DEFAULT_DATABASE_URL.into())
+    server::database_url()
 }
 
 pub fn server_config() -> Config {
@@ -43,10 +60,114 @@ pub async fn admin() -> Client {
         }
         Err(err) => panic!(
             "cannot reach PostgreSQL at {} ({err}). Start it (for example \
-             `pg_ctlcluster 15 main start`) or point DATABASE_URL at a server.",
+             `pg_ctlcluster 15 main start`) or point DATABASE_URL at a server; with \
+             DATABASE_URL unset the tests fall back to a server of their own.",
             database_url()
         ),
     }
+}
+
+/// This run's tag in its databases' names: random, so runs elsewhere never pick the same.
+pub fn run_tag() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| Uuid::new_v4().simple().to_string()[..12].to_owned())
+}
+
+/// A process, as the comments of its databases name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The host name.
+    pub host: String,
+    /// The PID namespace (its inode): containers on one host share its name, not their PIDs.
+    pub pidns: String,
+    pub pid: u32,
+}
+
+impl Owner {
+    pub fn this_process() -> Self {
+        let mut name = [0u8; 256];
+        let host = if unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0 {
+            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            String::from_utf8_lossy(&name[..end]).into_owned()
+        } else {
+            String::new()
+        };
+        let pidns = std::fs::read_link("/proc/self/ns/pid")
+            .map(|link| {
+                link.to_string_lossy()
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            // Host names have no spaces, but keep the comment parseable whatever it is.
+            host: host.replace(char::is_whitespace, "_"),
+            pidns,
+            pid: std::process::id(),
+        }
+    }
+
+    /// Whether this is a process of our host (host name and PID namespace) that is gone.
+    fn gone_from_here(&self, here: &Owner) -> bool {
+        self.host == here.host
+            && self.pidns == here.pidns
+            && !std::path::Path::new("/proc")
+                .join(self.pid.to_string())
+                .exists()
+    }
+
+    /// The comment of a database this process made (`key` = `created`) or used (`used`) at
+    /// `epoch` (seconds, on the database clock).
+    pub fn comment(&self, key: &str, epoch: i64) -> String {
+        format!(
+            "host={} pidns={} pid={} {key}={epoch}",
+            self.host, self.pidns, self.pid
+        )
+    }
+
+    /// The owner and the time recorded in a comment made by [`Owner::comment`].
+    pub fn parse(comment: &str) -> Option<(Self, i64)> {
+        let mut fields = std::collections::HashMap::new();
+        for field in comment.split_whitespace() {
+            let (key, value) = field.split_once('=')?;
+            fields.insert(key, value);
+        }
+        let epoch = fields
+            .get("created")
+            .or_else(|| fields.get("used"))?
+            .parse()
+            .ok()?;
+        let owner = Self {
+            host: (*fields.get("host")?).to_owned(),
+            pidns: (*fields.get("pidns")?).to_owned(),
+            pid: fields.get("pid")?.parse().ok()?,
+        };
+        Some((owner, epoch))
+    }
+}
+
+/// Records in the comment of database `name` that this process made (`created`) or used
+/// (`used`) it now, on the database clock.
+pub async fn describe(admin: &Client, name: &str, key: &str) {
+    let now: i64 = admin
+        .query_one("SELECT extract(epoch FROM now())::bigint", &[])
+        .await
+        .expect("read the clock")
+        .get(0);
+    let comment = Owner::this_process().comment(key, now);
+    let sql: String = admin
+        .query_one(
+            "SELECT format('COMMENT ON DATABASE %I IS %L', $1::text, $2::text)",
+            &[&name, &comment],
+        )
+        .await
+        .expect("format the comment")
+        .get(0);
+    admin
+        .batch_execute(&sql)
+        .await
+        .unwrap_or_else(|err| panic!("comment on database {name}: {err}"));
 }
 
 /// A database of its own for one test, cloned from the migrated template.
@@ -65,7 +186,7 @@ impl TestDb {
         let template = TEMPLATE.get_or_init(create_template).await;
         let name = format!(
             "{TEST_DB_PREFIX}{}_{}",
-            std::process::id(),
+            run_tag(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let admin = admin().await;
@@ -73,6 +194,7 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
             .await
             .expect("create test database");
+        describe(&admin, &name, "created").await;
         let pool = build_pool_with_config(server_config().dbname(&name).clone(), &settings)
             .expect("build pool");
         let repo = SessionRepo::new(pool.clone());
@@ -186,6 +308,7 @@ async fn create_template() -> String {
         ] {
             admin.batch_execute(&sql).await.expect("create template");
         }
+        describe(&admin, &building, "used").await;
         let pool = build_pool_with_config(
             server_config().dbname(&building).clone(),
             &PoolSettings::default(),
@@ -202,6 +325,8 @@ async fn create_template() -> String {
             admin.batch_execute(&sql).await.expect("publish template");
         }
     }
+    // Its last use, so that runs of other schemas leave it alone for a day.
+    describe(&admin, &template, "used").await;
     admin
         .execute("SELECT pg_advisory_unlock($1)", &[&TEMPLATE_LOCK])
         .await
@@ -209,32 +334,64 @@ async fn create_template() -> String {
     template
 }
 
-/// Drops test databases of processes that no longer run, and templates of other schemas.
-async fn sweep(admin: &Client, current_template: &str) {
+/// Drops the leftovers of other runs, and nothing that another run may still use: a test
+/// database whose creator was a process of this host that is gone, or that is more than a day
+/// old; a template other than `current_template` last used more than a day ago. A database of
+/// ours without a comment (an earlier naming scheme, or one whose comment is still being
+/// written) is aged by its directory's time when the server lets us read it, else kept.
+pub async fn sweep(admin: &Client, current_template: &str) {
+    let here = Owner::this_process();
     let rows = admin
         .query(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, $1) OR starts_with(datname, $2)",
-            &[&TEST_DB_PREFIX, &TEMPLATE_PREFIX],
+            "SELECT datname, shobj_description(oid, 'pg_database'), \
+                    extract(epoch FROM now())::bigint, \
+                    CASE WHEN has_function_privilege('pg_stat_file(text, boolean)', 'EXECUTE') \
+                    THEN extract(epoch FROM (pg_stat_file('base/' || oid || '/PG_VERSION', true)) \
+                         .modification)::bigint END \
+             FROM pg_database \
+             WHERE EXISTS (SELECT FROM unnest($1::text[]) p WHERE starts_with(datname, p))",
+            &[&vec![
+                TEST_DB_PREFIX,
+                TEMPLATE_PREFIX,
+                LEGACY_PREFIXES[0],
+                LEGACY_PREFIXES[1],
+            ]],
         )
         .await
         .expect("list databases");
     for row in rows {
         let name: String = row.get(0);
-        let stale = if let Some(rest) = name.strip_prefix(TEST_DB_PREFIX) {
-            let pid = rest.split('_').next().unwrap_or_default();
-            !std::path::Path::new("/proc").join(pid).exists()
+        let comment: Option<String> = row.get(1);
+        let now: i64 = row.get(2);
+        let directory_time: Option<i64> = row.get(3);
+        let (owner, time) = match comment.as_deref().and_then(Owner::parse) {
+            Some((owner, time)) => (Some(owner), Some(time)),
+            None => (None, directory_time),
+        };
+        let old = time.is_some_and(|time| now - time > LEFTOVER_AGE_SECS);
+        let stale = if name == current_template {
+            false
+        } else if name.starts_with(TEST_DB_PREFIX) {
+            old || owner.is_some_and(|owner| owner.gone_from_here(&here))
         } else {
-            name != current_template
+            old
         };
         if stale {
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
             for sql in [
-                format!("ALTER DATABASE {name} IS_TEMPLATE false"),
-                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                format!("ALTER DATABASE {quoted} IS_TEMPLATE false"),
+                format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"),
             ] {
-                admin
-                    .batch_execute(&sql)
-                    .await
-                    .expect("sweep leftover database");
+                // Another run's sweep may have dropped it meanwhile.
+                if let Err(err) = admin.batch_execute(&sql).await {
+                    let exists = admin
+                        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                        .await
+                        .expect("look up a leftover database")
+                        .is_some();
+                    assert!(!exists, "sweep leftover database {name}: {err}");
+                    break;
+                }
             }
         }
     }
@@ -262,12 +419,13 @@ pub struct EmptyDb {
 
 impl EmptyDb {
     pub async fn new(tag: &str) -> Self {
-        let name = format!("{TEST_DB_PREFIX}{}_{tag}", std::process::id());
-        admin()
-            .await
+        let name = format!("{TEST_DB_PREFIX}{}_{tag}", run_tag());
+        let admin = admin().await;
+        admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create empty database");
+        describe(&admin, &name, "created").await;
         Self { name }
     }
 

@@ -1,0 +1,789 @@
+//! TLS to PostgreSQL: `sslmode` and `sslrootcert` against real servers.
+//!
+//! - The machine's server (`DATABASE_URL`) must run with `ssl = on`, as Debian's package sets
+//!   it up (with its self-signed "snakeoil" certificate): the tests read the certificate the
+//!   server uses and trust exactly that one.
+//! - A private server of the test's own (`initdb` in a temporary directory, a free port)
+//!   accepts only TLS connections (`hostssl` in `pg_hba.conf`, no `host` line), with a
+//!   certificate for `localhost` from a certificate authority the test generates.
+
+mod common;
+
+use std::net::{IpAddr, TcpListener, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use auth_sessions::deadpool_postgres::Pool;
+use auth_sessions::{
+    Error, NewSession, PoolSettings, RotationKey, SessionPolicy, SessionRepo, SslMode, TlsSettings,
+    build_pool, build_pool_with_tls, migrate,
+};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls};
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn settings() -> PoolSettings {
+    PoolSettings::default()
+        .max_size(1)
+        .create_timeout(Duration::from_secs(5))
+        .wait_timeout(Duration::from_secs(5))
+}
+
+/// Whether the pool's connection is encrypted, as the server sees it (`pg_stat_ssl`).
+async fn ssl_in_use(pool: &Pool) -> Result<bool, Error> {
+    let client = pool.get().await?;
+    Ok(client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// The error and its sources, `: `-separated.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(next) = source {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        source = next.source();
+    }
+    text
+}
+
+/// Asserts a connection failure that is a typed [`Error::Connect`], and returns its text.
+fn expect_connect_error(result: Result<bool, Error>, what: &str) -> String {
+    match result {
+        Err(err @ Error::Connect(_)) => {
+            let text = chain(&err);
+            println!("{what}: {text}");
+            text
+        }
+        other => panic!("{what}: expected Error::Connect, got {other:?}"),
+    }
+}
+
+/// The DNS names a PEM certificate is issued for.
+fn dns_names(pem_path: &Path) -> Vec<String> {
+    let der = CertificateDer::from_pem_file(pem_path)
+        .unwrap_or_else(|err| panic!("read {}: {err}", pem_path.display()));
+    let cert = webpki::EndEntityCert::try_from(&der).expect("parse the server certificate");
+    cert.valid_dns_names().map(str::to_owned).collect()
+}
+
+/// A certificate authority of the test's own, and certificates it signs.
+struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        Self {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A server certificate for `names` and its private key, both PEM.
+    fn server_cert(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "auth-sessions test server");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Writes `text` to a new file in `dir` and returns its path.
+fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+    path
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine's server
+// ---------------------------------------------------------------------------------------------
+
+/// How to reach the machine's server, and the certificate it presents.
+struct MachineServer {
+    /// The first TCP host of `DATABASE_URL`, resolved.
+    ip: IpAddr,
+    port: u16,
+    user: String,
+    password: Option<String>,
+    dbname: String,
+    /// The server's `ssl_cert_file`.
+    cert: PathBuf,
+    /// The DNS names that certificate is issued for.
+    cert_names: Vec<String>,
+}
+
+impl MachineServer {
+    async fn get() -> Self {
+        let config = common::server_config();
+        let admin = common::admin().await;
+        let show = |name: &'static str| {
+            let admin = &admin;
+            async move {
+                admin
+                    .query_one(&format!("SHOW {name}"), &[])
+                    .await
+                    .unwrap_or_else(|err| panic!("SHOW {name}: {err}"))
+                    .get::<_, String>(0)
+            }
+        };
+        assert_eq!(
+            show("ssl").await,
+            "on",
+            "the server at DATABASE_URL must run with ssl = on (Debian's default; otherwise set \
+             ssl = on with ssl_cert_file and ssl_key_file in postgresql.conf and restart it)"
+        );
+        let mut cert = PathBuf::from(show("ssl_cert_file").await);
+        if cert.is_relative() {
+            cert = PathBuf::from(show("data_directory").await).join(cert);
+        }
+        let cert_names = dns_names(&cert);
+        assert!(
+            !cert_names.is_empty(),
+            "the server's certificate {} names no DNS host",
+            cert.display()
+        );
+        let host = config
+            .get_hosts()
+            .iter()
+            .find_map(|host| match host {
+                tokio_postgres::config::Host::Tcp(host) => Some(host.clone()),
+                #[allow(unreachable_patterns)]
+                _ => None,
+            })
+            .expect("DATABASE_URL names a TCP host");
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let ip = (host.as_str(), port)
+            .to_socket_addrs()
+            .expect("resolve the DATABASE_URL host")
+            .map(|addr| addr.ip())
+            .find(IpAddr::is_ipv4)
+            .expect("an IPv4 address for the DATABASE_URL host");
+        Self {
+            ip,
+            port,
+            user: config.get_user().unwrap_or("postgres").to_owned(),
+            password: config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            dbname: config.get_dbname().unwrap_or("postgres").to_owned(),
+            cert,
+            cert_names,
+        }
+    }
+
+    /// A configuration that connects to the server's address, naming `host` (for TLS).
+    fn config(&self, host: &str) -> Config {
+        let mut config = Config::new();
+        config
+            .host(host)
+            .hostaddr(self.ip)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.dbname);
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+        config
+    }
+
+    /// `DATABASE_URL` with extra URL parameters.
+    fn url_with(&self, params: &str) -> String {
+        let url = common::database_url();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}{params}")
+    }
+}
+
+#[tokio::test]
+async fn verify_full_with_the_servers_own_certificate_is_tls() {
+    let server = MachineServer::get().await;
+    let name = &server.cert_names[0];
+    println!(
+        "server certificate {} for {:?}",
+        server.cert.display(),
+        server.cert_names
+    );
+
+    // Through a key=value connection string, as an operator would write it.
+    let mut conninfo = format!(
+        "host={name} hostaddr={} port={} user={} dbname={} sslmode=verify-full sslrootcert='{}'",
+        server.ip,
+        server.port,
+        server.user,
+        server.dbname,
+        server
+            .cert
+            .display()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('\'', "\\'"),
+    );
+    if let Some(password) = &server.password {
+        conninfo.push_str(&format!(
+            " password='{}'",
+            password.replace('\\', "\\\\").replace('\'', "\\'")
+        ));
+    }
+    let pool = build_pool(&conninfo, &settings()).unwrap();
+    assert!(ssl_in_use(&pool).await.unwrap(), "verify-full is not TLS");
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    println!(
+        "verify-full: {} {}",
+        row.get::<_, String>(0),
+        row.get::<_, String>(1)
+    );
+    drop(client);
+
+    // And through explicit settings.
+    let tls = TlsSettings::new(SslMode::VerifyFull).root_cert_file(&server.cert);
+    let pool = build_pool_with_tls(server.config(name), &tls, &settings()).unwrap();
+    assert!(ssl_in_use(&pool).await.unwrap());
+}
+
+#[tokio::test]
+async fn verify_full_or_verify_ca_with_a_wrong_root_fails_with_a_typed_error() {
+    let server = MachineServer::get().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = write_file(dir.path(), "other-ca.pem", &TestCa::new("a stranger").pem());
+    let name = &server.cert_names[0];
+    for mode in [SslMode::VerifyFull, SslMode::VerifyCa] {
+        let tls = TlsSettings::new(mode).root_cert_file(&stranger);
+        let pool = build_pool_with_tls(server.config(name), &tls, &settings()).unwrap();
+        let text = expect_connect_error(ssl_in_use(&pool).await, mode.as_str());
+        assert!(text.contains("certificate"), "{text}");
+    }
+    // The same through the URL.
+    let url = server.url_with(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        stranger.display()
+    ));
+    let pool = build_pool(&url, &settings()).unwrap();
+    expect_connect_error(ssl_in_use(&pool).await, "verify-full by URL");
+}
+
+#[tokio::test]
+async fn require_encrypts_without_a_root_and_disable_does_not() {
+    let server = MachineServer::get().await;
+    let cases = [
+        ("sslmode=require", true),
+        ("sslmode=prefer", true),
+        ("sslmode=disable", false),
+    ];
+    for (params, encrypted) in cases {
+        let pool = build_pool(&server.url_with(params), &settings()).unwrap();
+        assert_eq!(ssl_in_use(&pool).await.unwrap(), encrypted, "{params}");
+    }
+    // No sslmode, a loopback host: plaintext (see TlsSettings).
+    if server.ip.is_loopback() && !common::database_url().contains("sslmode") {
+        let pool = build_pool(&common::database_url(), &settings()).unwrap();
+        assert!(!ssl_in_use(&pool).await.unwrap(), "the loopback default");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A private server that accepts only TLS
+// ---------------------------------------------------------------------------------------------
+
+/// A PostgreSQL server of the test's own: `initdb` in a fresh temporary directory, listening on
+/// a free port of 127.0.0.1 (and a socket in that directory), TLS only over TCP, with a
+/// certificate for `localhost` signed by `ca`. Stopped (`-m immediate`) and removed on drop.
+struct TlsOnlyServer {
+    dir: tempfile::TempDir,
+    bindir: PathBuf,
+    port: u16,
+    /// Run the binaries as `postgres` through `runuser` (they refuse to run as root).
+    as_postgres: bool,
+    ca: TestCa,
+    /// The CA's certificate, for `sslrootcert`.
+    ca_file: PathBuf,
+}
+
+impl TlsOnlyServer {
+    /// Creates and starts a server. Blocking (run it with `spawn_blocking` inside a runtime).
+    fn start() -> Self {
+        let bindir = pg_bindir();
+        for program in ["initdb", "pg_ctl", "postgres"] {
+            assert!(
+                bindir.join(program).is_file(),
+                "{program} not found in {} (from `pg_config --bindir`): install the \
+                 PostgreSQL server package (for example `apt-get install postgresql`)",
+                bindir.display()
+            );
+        }
+        let as_postgres = running_as_root();
+        let dir = tempfile::Builder::new()
+            .prefix("auth-sessions-tls-")
+            .tempdir_in("/tmp")
+            .expect("create a temporary directory in /tmp");
+        let ca = TestCa::new("auth-sessions test CA");
+        let ca_file = write_file(dir.path(), "ca.pem", &ca.pem());
+        let mut server = Self {
+            dir,
+            bindir,
+            port: 0,
+            as_postgres,
+            ca,
+            ca_file,
+        };
+        server.chown_and_restrict();
+        let data = server.data_dir().display().to_string();
+        let output = server.run(
+            "initdb",
+            &[
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+                &data,
+            ],
+        );
+        server.check("initdb", &output);
+
+        let (cert, key) = server.ca.server_cert(&["localhost"]);
+        write_file(&server.data_dir(), "server.crt", &cert);
+        let key_file = write_file(&server.data_dir(), "server.key", &key);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod 0600 server.key");
+        }
+        // Unix sockets for the test's own observers; over TCP, TLS or nothing.
+        write_file(
+            &server.data_dir(),
+            "pg_hba.conf",
+            "local   all all              trust\n\
+             hostssl all all 127.0.0.1/32 trust\n",
+        );
+        server.chown_and_restrict();
+
+        let mut last = None;
+        for _ in 0..5 {
+            server.port = free_port();
+            let output = server.pg_ctl(&["-w", "-t", "30", "start"]);
+            if output.status.success() {
+                return server;
+            }
+            last = Some(output);
+        }
+        server.check("pg_ctl start", &last.expect("at least one attempt"));
+        unreachable!()
+    }
+
+    fn chown_and_restrict(&self) {
+        if self.as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(self.dir.path())
+                .status()
+                .expect("run chown");
+            assert!(
+                status.success(),
+                "chown of {} failed",
+                self.dir.path().display()
+            );
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod 0700 the temporary directory");
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
+
+    /// A configuration for the `postgres` database over TCP, to `host` at 127.0.0.1.
+    fn config(&self, host: &str) -> Config {
+        self.config_at(host, self.port)
+    }
+
+    fn config_at(&self, host: &str, port: u16) -> Config {
+        let mut config = Config::new();
+        config
+            .host(host)
+            .hostaddr(IpAddr::from([127, 0, 0, 1]))
+            .port(port)
+            .user("postgres")
+            .dbname("postgres");
+        config
+    }
+
+    /// A plaintext connection over the Unix socket, outside any pool.
+    async fn socket_client(&self) -> Client {
+        let (client, connection) = Config::new()
+            .host_path(self.dir.path())
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect(NoTls)
+            .await
+            .expect("connect to the private server's socket");
+        tokio::spawn(connection);
+        client
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Output {
+        let data = self.data_dir().display().to_string();
+        let log = self.log_file().display().to_string();
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c ssl=on \
+             -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut all = vec!["-D", &data, "-l", &log, "-o", &options];
+        all.extend_from_slice(args);
+        self.run("pg_ctl", &all)
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        let binary = self.bindir.join(program);
+        let mut command = if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&binary);
+            command
+        } else {
+            Command::new(&binary)
+        };
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()))
+    }
+
+    fn check(&self, what: &str, output: &Output) {
+        if !output.status.success() {
+            let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+            panic!(
+                "{what} failed ({}):\nstdout: {}\nstderr: {}\nserver log:\n{log}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr),
+            );
+        }
+    }
+}
+
+impl Drop for TlsOnlyServer {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-w", "-t", "30", "-m", "immediate", "stop"]);
+    }
+}
+
+fn pg_bindir() -> PathBuf {
+    let output = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot run pg_config ({err}): these tests start a private PostgreSQL and need \
+                 its binaries (for example `apt-get install postgresql`)"
+            )
+        });
+    assert!(output.status.success(), "pg_config --bindir failed");
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+fn running_as_root() -> bool {
+    let output = Command::new("id").arg("-u").output().expect("run id -u");
+    String::from_utf8_lossy(&output.stdout).trim() == "0"
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+async fn tls_only_server() -> TlsOnlyServer {
+    tokio::task::spawn_blocking(TlsOnlyServer::start)
+        .await
+        .expect("start the private server")
+}
+
+#[tokio::test]
+async fn a_tls_only_server_refuses_plaintext_and_accepts_tls() {
+    let server = tls_only_server().await;
+    let pool_for = |host: &str, tls: TlsSettings| {
+        build_pool_with_tls(server.config(host), &tls, &settings()).unwrap()
+    };
+
+    // Plaintext: refused by pg_hba.conf, a typed error with the server's SQLSTATE.
+    let pool = pool_for("localhost", TlsSettings::new(SslMode::Disable));
+    match ssl_in_use(&pool).await {
+        Err(Error::Connect(err)) => {
+            println!("disable: {err}");
+            assert_eq!(
+                err.code(),
+                Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+                "{err}"
+            );
+            assert!(!err.is_retryable());
+        }
+        other => panic!("disable against a TLS-only server: {other:?}"),
+    }
+
+    // Every mode that encrypts gets in, and the server sees TLS.
+    let ca = &server.ca_file;
+    for (host, tls) in [
+        ("localhost", TlsSettings::new(SslMode::Prefer)),
+        ("localhost", TlsSettings::new(SslMode::Require)),
+        (
+            "localhost",
+            TlsSettings::new(SslMode::VerifyCa).root_cert_file(ca),
+        ),
+        (
+            "localhost",
+            TlsSettings::new(SslMode::VerifyFull).root_cert_file(ca),
+        ),
+        // The certificate names only localhost: verify-ca does not look at names.
+        (
+            "127.0.0.1",
+            TlsSettings::new(SslMode::VerifyCa).root_cert_file(ca),
+        ),
+        ("127.0.0.1", TlsSettings::new(SslMode::Require)),
+    ] {
+        let what = format!("{} to {host}", tls.mode.as_str());
+        let encrypted = ssl_in_use(&pool_for(host, tls))
+            .await
+            .unwrap_or_else(|err| panic!("{what}: {}", chain(&err)));
+        assert!(encrypted, "{what}");
+    }
+
+    // verify-full checks the name: 127.0.0.1 is not in the certificate.
+    let pool = pool_for(
+        "127.0.0.1",
+        TlsSettings::new(SslMode::VerifyFull).root_cert_file(ca),
+    );
+    let text = expect_connect_error(ssl_in_use(&pool).await, "verify-full to 127.0.0.1");
+    assert!(text.contains("certificate"), "{text}");
+
+    // Without the test CA (the system's roots), the certificate is unknown.
+    let pool = pool_for("localhost", TlsSettings::new(SslMode::VerifyFull));
+    let text = expect_connect_error(ssl_in_use(&pool).await, "verify-full, system roots");
+    assert!(text.contains("certificate"), "{text}");
+
+    // The URL form says the same.
+    let url = format!(
+        "postgres://postgres@localhost:{}/postgres?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={}",
+        server.port,
+        ca.display()
+    );
+    assert!(
+        ssl_in_use(&build_pool(&url, &settings()).unwrap())
+            .await
+            .unwrap()
+    );
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+        server.port
+    );
+    expect_connect_error(
+        ssl_in_use(&build_pool(&url, &settings()).unwrap()).await,
+        "disable by URL",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A cancel request over TLS
+// ---------------------------------------------------------------------------------------------
+
+/// A TCP relay that records how each connection through it opens: `ssl` (an SSLRequest: TLS
+/// follows, and whatever comes next is encrypted), `cancel` (a plaintext CancelRequest),
+/// `gss` or `startup` (a plaintext startup message).
+struct OpeningRelay {
+    port: u16,
+    openings: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl OpeningRelay {
+    async fn start(upstream_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let openings: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+        let seen = openings.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = [0u8; 8];
+                    client.read_exact(&mut head).await?;
+                    let code = u32::from_be_bytes(head[4..].try_into().unwrap());
+                    let kind = match code {
+                        80_877_103 => "ssl",
+                        80_877_102 => "cancel",
+                        80_877_104 => "gss",
+                        _ => "startup",
+                    };
+                    seen.lock().unwrap().push(kind);
+                    let mut server =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await?;
+                    server.write_all(&head).await?;
+                    tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+                    Ok::<_, std::io::Error>(())
+                });
+            }
+        });
+        Self { port, openings }
+    }
+
+    fn openings(&self) -> Vec<&'static str> {
+        self.openings.lock().unwrap().clone()
+    }
+}
+
+/// How many backends other than the observer wait on a lock.
+async fn lock_waiters(observer: &Client) -> i64 {
+    observer
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+             AND state = 'active' AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_dropped_call_is_canceled_over_tls() {
+    let server = tls_only_server().await;
+    let relay = OpeningRelay::start(server.port).await;
+    let tls = TlsSettings::new(SslMode::VerifyFull).root_cert_file(&server.ca_file);
+    let pool =
+        build_pool_with_tls(server.config_at("localhost", relay.port), &tls, &settings()).unwrap();
+    migrate(&pool).await.expect("migrate over TLS");
+    let key = RotationKey::from_bytes(b"the TLS tests' rotation key, 32+ bytes").unwrap();
+    let repo =
+        SessionRepo::with_policy(pool.clone(), SessionPolicy::default().rotation_key(key)).unwrap();
+
+    let observer = server.socket_client().await;
+    let mut locker = server.socket_client().await;
+    let user: uuid::Uuid = observer
+        .query_one(
+            "INSERT INTO auth.users (email) VALUES ('tls@example.test') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+
+    // Hold the session's row lock so that a rotation waits on the server.
+    let tx = locker.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM auth.user_sessions WHERE id = $1 FOR UPDATE",
+        &[&session.id],
+    )
+    .await
+    .unwrap();
+    {
+        let mut call = std::pin::pin!(repo.rotate(token.expose_secret()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(result) = tokio::time::timeout(Duration::from_millis(50), call.as_mut()).await
+            {
+                panic!("rotate should wait on the lock, got {result:?}");
+            }
+            if lock_waiters(&observer).await == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "rotate never waited on the lock");
+        }
+        // Dropped here, its statement waiting on the server.
+    }
+    let before_cancel = relay.openings();
+
+    // The lock is still held, so only a cancel request can end the waiting statement (the
+    // server does not notice a closed client while it waits on a lock).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lock_waiters(&observer).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned statement still waits on the lock after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.rollback().await.unwrap();
+    let openings = relay.openings();
+    println!("connections through the relay: {openings:?}");
+    assert!(
+        openings.iter().all(|kind| *kind == "ssl"),
+        "a connection opened in plaintext: {openings:?}"
+    );
+    assert!(
+        openings.len() > before_cancel.len(),
+        "no connection carried the cancel request: {openings:?}"
+    );
+    // Canceled before it could run: the old token still works, over a new TLS connection.
+    assert!(
+        repo.find_by_token(token.expose_secret())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(ssl_in_use(&pool).await.unwrap());
+}
+
+#[test]
+fn the_default_url_is_plaintext_and_a_remote_default_verifies() {
+    let (_, tls) = auth_sessions::parse_database_url(auth_sessions::DEFAULT_DATABASE_URL).unwrap();
+    assert_eq!(tls.mode, SslMode::Disable);
+    let (_, tls) = auth_sessions::parse_database_url("postgres://app@db.example.com/app").unwrap();
+    assert_eq!(tls, TlsSettings::new(SslMode::VerifyFull));
+    let config = Config::from_str("host=db.example.com user=app").unwrap();
+    assert_eq!(
+        TlsSettings::default_for(&config),
+        TlsSettings::new(SslMode::VerifyFull)
+    );
+}
