@@ -5,8 +5,8 @@
 mod cleanup;
 mod distribute;
 mod error;
-mod migrate;
 pub mod metrics;
+mod migrate;
 mod outcome;
 mod policy;
 mod pool;

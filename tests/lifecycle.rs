@@ -130,7 +130,10 @@ async fn rotation_replaces_the_token_and_a_prompt_retry_gets_the_same_successor(
         stored(&db, session.key()).await,
         (1, t1.hash().as_str().to_owned(), 1)
     );
-    assert_eq!(auth_tables(&db).await, ["rotation_keys", "user_sessions", "users"]);
+    assert_eq!(
+        auth_tables(&db).await,
+        ["rotation_keys", "user_sessions", "users"]
+    );
 }
 
 #[tokio::test]

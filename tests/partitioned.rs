@@ -388,7 +388,11 @@ async fn every_statement_touches_one_partition_except_cleanup_and_stats() {
     }
     assert_eq!(checked, names, "every statement of queries/ was checked");
     // The detector sees fan-out where there is some: stats reads every partition.
-    assert_eq!(fan_out.get("session_stats"), Some(&PARTITIONS), "{fan_out:?}");
+    assert_eq!(
+        fan_out.get("session_stats"),
+        Some(&PARTITIONS),
+        "{fan_out:?}"
+    );
 
     // The paths taken were the ones intended.
     let row = setup

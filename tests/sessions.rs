@@ -522,7 +522,10 @@ async fn revoke_all_except_keeps_the_current_session_and_other_users() {
     db.expire(expired.id).await;
     let (theirs, _) = db.repo.create(&laptop(neighbour)).await.unwrap();
 
-    assert_eq!(db.repo.revoke_all_except(current.key()).await.unwrap(), Some(3));
+    assert_eq!(
+        db.repo.revoke_all_except(current.key()).await.unwrap(),
+        Some(3)
+    );
     for other in &others {
         assert!(is_revoked(&db, other.key()).await);
     }
@@ -540,7 +543,10 @@ async fn revoke_all_except_keeps_the_current_session_and_other_users() {
             .is_some()
     );
     assert_eq!(db.repo.count_live(neighbour).await.unwrap(), 1);
-    assert_eq!(db.repo.revoke_all_except(current.key()).await.unwrap(), Some(0));
+    assert_eq!(
+        db.repo.revoke_all_except(current.key()).await.unwrap(),
+        Some(0)
+    );
 
     // Keeping a session that is not the user's (a typo, another user's id) revokes nothing:
     // with this user's session id and the neighbour's user id, both users keep everything.
