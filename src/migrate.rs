@@ -1,7 +1,10 @@
 //! Applies the migrations of `schema/`, embedded in the binary.
 //!
-//! Applied migrations are recorded in `public.auth_sessions_migrations` with a SHA-256 of their
-//! text. A run takes a transaction-scoped advisory lock first, so two processes starting at once
+//! Applied migrations are recorded in `auth.session_migrations` with a SHA-256 of their text
+//! (line endings normalised, so a CRLF checkout records the same migration). The bookkeeping
+//! lives in schema `auth`, beside the tables it describes: PostgreSQL 15 lets only the database
+//! owner create in `public`, and a least-privilege role that owns schema `auth` must be able to
+//! migrate. A run takes a transaction-scoped advisory lock first, so two processes starting at once
 //! apply each migration exactly once; the second waits, then finds nothing to do. All pending
 //! migrations apply in one transaction: a failure leaves the database as it was. The pool's
 //! `statement_timeout` does not apply to that transaction, nor `lock_timeout` to the wait for
@@ -27,8 +30,10 @@ pub struct Migration {
 }
 
 impl Migration {
+    /// SHA-256 of the text with CRLF line endings read as LF: the same migration checked out
+    /// on Windows (or through a `core.autocrlf` setting) keeps its checksum.
     fn checksum(&self) -> String {
-        hex::encode(Sha256::digest(self.sql.as_bytes()))
+        hex::encode(Sha256::digest(self.sql.replace("\r\n", "\n").as_bytes()))
     }
 }
 
@@ -92,8 +97,17 @@ pub async fn migrate(pool: &Pool) -> Result<MigrationReport, Error> {
          SET LOCAL lock_timeout TO DEFAULT"
     ))
     .await?;
+    // Conditional rather than `CREATE SCHEMA IF NOT EXISTS`, which demands CREATE on the
+    // database even when the schema exists (a role owning only `auth` lacks it).
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS public.auth_sessions_migrations (
+        "DO $$
+         BEGIN
+             IF to_regnamespace('auth') IS NULL THEN
+                 CREATE SCHEMA auth;
+             END IF;
+         END
+         $$;
+         CREATE TABLE IF NOT EXISTS auth.session_migrations (
              version    integer     PRIMARY KEY,
              name       text        NOT NULL,
              checksum   text        NOT NULL,
@@ -102,10 +116,7 @@ pub async fn migrate(pool: &Pool) -> Result<MigrationReport, Error> {
     )
     .await?;
     let rows = tx
-        .query(
-            "SELECT version, checksum FROM public.auth_sessions_migrations",
-            &[],
-        )
+        .query("SELECT version, checksum FROM auth.session_migrations", &[])
         .await?;
     let mut report = MigrationReport::default();
     for migration in MIGRATIONS {
@@ -123,7 +134,7 @@ pub async fn migrate(pool: &Pool) -> Result<MigrationReport, Error> {
             None => {
                 tx.batch_execute(migration.sql).await?;
                 tx.execute(
-                    "INSERT INTO public.auth_sessions_migrations (version, name, checksum) \
+                    "INSERT INTO auth.session_migrations (version, name, checksum) \
                      VALUES ($1, $2, $3)",
                     &[&version, &migration.name, &migration.checksum()],
                 )
@@ -156,7 +167,7 @@ pub async fn migration_status(pool: &Pool) -> Result<Vec<MigrationStatus>, Error
     let client = pool.get().await?;
     let exists: bool = client
         .query_one(
-            "SELECT to_regclass('public.auth_sessions_migrations') IS NOT NULL",
+            "SELECT to_regclass('auth.session_migrations') IS NOT NULL",
             &[],
         )
         .await?
@@ -164,7 +175,7 @@ pub async fn migration_status(pool: &Pool) -> Result<Vec<MigrationStatus>, Error
     let rows = if exists {
         client
             .query(
-                "SELECT version, checksum, applied_at FROM public.auth_sessions_migrations",
+                "SELECT version, checksum, applied_at FROM auth.session_migrations",
                 &[],
             )
             .await?
@@ -194,6 +205,28 @@ pub async fn migration_status(pool: &Pool) -> Result<Vec<MigrationStatus>, Error
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crlf_checkout_keeps_each_checksum() {
+        for migration in MIGRATIONS {
+            let crlf = migration.sql.replace("\r\n", "\n").replace('\n', "\r\n");
+            let checked_out = Migration {
+                sql: Box::leak(crlf.into_boxed_str()),
+                ..*migration
+            };
+            assert_ne!(checked_out.sql, migration.sql);
+            assert_eq!(checked_out.checksum(), migration.checksum());
+        }
+        let edited = Migration {
+            sql: "SELECT 2;\r\n",
+            ..MIGRATIONS[0]
+        };
+        let original = Migration {
+            sql: "SELECT 1;\n",
+            ..MIGRATIONS[0]
+        };
+        assert_ne!(edited.checksum(), original.checksum());
+    }
 
     #[test]
     fn embedded_list_matches_the_schema_directory() {

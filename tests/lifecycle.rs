@@ -125,14 +125,19 @@ async fn rotation_replaces_the_token_and_a_prompt_retry_gets_the_same_successor(
     assert_eq!((t0.generation(), t1.generation()), (0, 1));
 
     // Only the current hash is stored, in the session's one row; no history is kept anywhere
-    // (the schema holds users, sessions and the rotation key).
+    // (the schema holds users, sessions, the rotation key and the migration bookkeeping).
     assert_eq!(
         stored(&db, session.key()).await,
         (1, t1.hash().as_str().to_owned(), 1)
     );
     assert_eq!(
         auth_tables(&db).await,
-        ["rotation_keys", "user_sessions", "users"]
+        [
+            "rotation_keys",
+            "session_migrations",
+            "user_sessions",
+            "users"
+        ]
     );
 }
 

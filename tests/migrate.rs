@@ -36,7 +36,7 @@ async fn concurrent_runs_apply_each_migration_exactly_once() {
     );
     let client = pools[0].get().await.unwrap();
     let recorded: i64 = client
-        .query_one("SELECT count(*) FROM public.auth_sessions_migrations", &[])
+        .query_one("SELECT count(*) FROM auth.session_migrations", &[])
         .await
         .unwrap()
         .get(0);
@@ -56,7 +56,7 @@ async fn an_applied_migration_that_changed_is_refused() {
     let client = pool.get().await.unwrap();
     client
         .execute(
-            "UPDATE public.auth_sessions_migrations SET checksum = 'edited' WHERE version = 9",
+            "UPDATE auth.session_migrations SET checksum = 'edited' WHERE version = 9",
             &[],
         )
         .await
@@ -87,15 +87,20 @@ async fn the_migrated_schema_keys_sessions_by_user_and_keeps_no_token_history() 
             .collect()
     };
 
-    // One session table and the rotation key; the rotation history table of the previous
-    // design is gone.
+    // One session table, the rotation key and the migration bookkeeping; the rotation history
+    // table of the previous design is gone.
     assert_eq!(
         text_rows(
             "SELECT table_name::text FROM information_schema.tables \
              WHERE table_schema = 'auth' ORDER BY 1"
         )
         .await,
-        ["rotation_keys", "user_sessions", "users"]
+        [
+            "rotation_keys",
+            "session_migrations",
+            "user_sessions",
+            "users"
+        ]
     );
     // Primary key (user_id, id): the ids a refresh token carries, the routing key first.
     assert_eq!(
@@ -208,4 +213,88 @@ async fn an_existing_user_table_of_the_service_is_used_and_left_alone() {
     drop(client);
     pool.close();
     db.drop_now().await;
+}
+
+/// A least-privilege deployment: the service's role is no superuser, owns schema `auth` and
+/// nothing else, and may not create in `public` (PostgreSQL 15's default, made explicit here
+/// for older servers). It migrates, and the sessions work; nothing lands in `public`.
+#[tokio::test]
+async fn a_role_owning_only_schema_auth_migrates() {
+    let db = EmptyDb::new("least_privilege").await;
+    let role = format!("auth_sessions_owner_{}", common::run_tag());
+    let admin = common::admin().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+        ))
+        .await
+        .unwrap();
+    let superuser = db.pool();
+    superuser
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+             REVOKE CREATE ON DATABASE {db} FROM PUBLIC;
+             CREATE SCHEMA auth AUTHORIZATION {role};",
+            db = db.name
+        ))
+        .await
+        .unwrap();
+
+    let pool = auth_sessions::build_pool_with_config(
+        common::server_config().dbname(&db.name).user(&role).clone(),
+        &auth_sessions::PoolSettings::default(),
+    )
+    .unwrap();
+    let outcome = migrate(&pool).await;
+    let report = outcome.expect("the owner of schema auth migrates");
+    assert_eq!(report.applied, MIGRATIONS);
+    assert!(
+        migrate(&pool).await.unwrap().applied.is_empty(),
+        "and finds the work done the second time"
+    );
+    let statuses = auth_sessions::migration_status(&pool).await.unwrap();
+    assert!(statuses.iter().all(|status| status.applied_at.is_some()));
+
+    let client = superuser.get().await.unwrap();
+    let in_public: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_public, 0, "nothing created in public");
+    let user: uuid::Uuid = client
+        .query_one("INSERT INTO auth.users DEFAULT VALUES RETURNING id", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(client);
+
+    let repo = auth_sessions::SessionRepo::new(pool.clone());
+    let (session, token) = repo
+        .create(&auth_sessions::NewSession::new(
+            user,
+            std::time::Duration::from_secs(60),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        repo.rotate(token.expose_secret()).await.unwrap(),
+        auth_sessions::Rotation::Rotated { .. }
+    ));
+    assert_eq!(repo.revoke_all(user).await.unwrap(), 1);
+    assert_eq!(repo.count_live(session.user_id).await.unwrap(), 0);
+
+    pool.close();
+    superuser.close();
+    db.drop_now().await;
+    admin
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
 }

@@ -465,7 +465,8 @@ async fn every_key_of_the_session_tables_contains_user_id() {
         .map(|row| row.get(0))
         .collect();
     assert_eq!(user_keys, ["users_pkey"]);
-    // No table of the schema but users, sessions and the rotation key (no unbounded history).
+    // No table of the schema but users, sessions, the rotation key and the migration bookkeeping
+    // (no unbounded history).
     let tables: Vec<String> = client
         .query(
             "SELECT tablename::text FROM pg_tables WHERE schemaname = 'auth' ORDER BY 1",
@@ -476,5 +477,13 @@ async fn every_key_of_the_session_tables_contains_user_id() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(tables, ["rotation_keys", "user_sessions", "users"]);
+    assert_eq!(
+        tables,
+        [
+            "rotation_keys",
+            "session_migrations",
+            "user_sessions",
+            "users"
+        ]
+    );
 }
