@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use auth_sessions::{
     CleanupSettings, Error, NewSession, PoolSettings, RefreshToken, RevokeReason, Rotation,
-    RotationKey, SessionPolicy, SessionRepo, Validation, build_pool_with_config, spawn_cleanup,
+    RotationKey, SessionPolicy, SessionRepo, Validation, spawn_cleanup,
 };
 use common::TestDb;
 use uuid::Uuid;
@@ -126,8 +126,7 @@ async fn two_cleaners_and_live_lookups_run_side_by_side() {
     }
 
     let repo = |size| {
-        let pool =
-            build_pool_with_config(db.config(), &PoolSettings::default().max_size(size)).unwrap();
+        let pool = common::pool_for(db.config(), &PoolSettings::default().max_size(size));
         SessionRepo::with_policy(pool, SessionPolicy::default()).unwrap()
     };
     let cleaning = Arc::new(AtomicBool::new(true));
@@ -588,8 +587,7 @@ async fn four_cleaners_at_once_delete_every_dead_row_exactly_once() {
     let barrier = Arc::new(tokio::sync::Barrier::new(CLEANERS));
     let mut cleaners = Vec::new();
     for _ in 0..CLEANERS {
-        let pool =
-            build_pool_with_config(db.config(), &PoolSettings::default().max_size(1)).unwrap();
+        let pool = common::pool_for(db.config(), &PoolSettings::default().max_size(1));
         drop(pool.get().await.unwrap()); // Connect before the race starts.
         let repo = SessionRepo::with_policy(pool, SessionPolicy::default()).unwrap();
         let barrier = barrier.clone();

@@ -9,10 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use auth_sessions::{
-    NewSession, PoolSettings, RefreshToken, Rotation, SessionRepo, build_pool,
-    build_pool_with_config,
-};
+use auth_sessions::{NewSession, PoolSettings, RefreshToken, Rotation, SessionRepo, build_pool};
 use common::TestDb;
 
 const URL_VAR: &str = "AUTH_SESSIONS_INSTANCE_URL";
@@ -118,7 +115,7 @@ async fn repositories_with_separate_pools_converge_on_one_successor() {
     // store it as well as to rotate.
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let pool = build_pool_with_config(db.config(), &PoolSettings::default()).expect("pool");
+        let pool = common::pool_for(db.config(), &PoolSettings::default());
         let repo = SessionRepo::new(pool);
         let text = token.expose_secret().to_owned();
         tasks.push(tokio::spawn(async move { repo.rotate(&text).await }));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use auth_sessions::deadpool_postgres::{self, Pool};
 use auth_sessions::{
     Error, MIGRATIONS, NewSession, PoolSettings, RefreshToken, Rotation, RotationKey,
-    SessionPolicy, SessionRepo, build_pool_with_config, migrate,
+    SessionPolicy, SessionRepo, migrate,
 };
 use common::{EmptyDb, TestDb};
 use tokio_postgres::error::SqlState;
@@ -111,7 +111,7 @@ async fn rotation_converges_under_a_repeatable_read_database_default() {
         "the database default did not take"
     );
 
-    let pool = build_pool_with_config(db.config(), &PoolSettings::default().max_size(8)).unwrap();
+    let pool = common::pool_for(db.config(), &PoolSettings::default().max_size(8));
     assert_eq!(
         show(&pool.get().await.unwrap(), "default_transaction_isolation").await,
         "read committed"
@@ -345,11 +345,10 @@ async fn migrate_waits_for_another_instance_past_the_pools_statement_timeout() {
         .await
         .unwrap();
 
-    let pool = build_pool_with_config(
+    let pool = common::pool_for(
         config.clone(),
         &PoolSettings::default().statement_timeout(Duration::from_millis(200)),
-    )
-    .unwrap();
+    );
     let running = tokio::spawn({
         let pool = pool.clone();
         async move { migrate(&pool).await }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use auth_sessions::{
     CapPolicy, Error, NewSession, PoolSettings, RefreshToken, RevokeReason, Rotation, RotationKey,
-    SessionKey, SessionPolicy, SessionRepo, TOKEN_PREFIX, Validation, build_pool_with_config,
+    SessionKey, SessionPolicy, SessionRepo, TOKEN_PREFIX, Validation,
 };
 use common::TestDb;
 use uuid::Uuid;
@@ -329,8 +329,7 @@ async fn parallel_rotations_of_one_token_all_receive_the_one_successor() {
     let barrier = Arc::new(tokio::sync::Barrier::new(CALLERS));
     let mut tasks = Vec::new();
     for _ in 0..CALLERS {
-        let pool =
-            build_pool_with_config(db.config(), &PoolSettings::default().max_size(1)).unwrap();
+        let pool = common::pool_for(db.config(), &PoolSettings::default().max_size(1));
         drop(pool.get().await.unwrap()); // Connect before the race starts.
         let repo =
             SessionRepo::with_policy(pool, SessionPolicy::default().rotation_key(key())).unwrap();

@@ -11,7 +11,6 @@ use auth_sessions::metrics::{
 };
 use auth_sessions::{
     CapPolicy, Error, NewSession, PoolSettings, Rotation, RotationKey, SessionPolicy, SessionRepo,
-    build_pool_with_config,
 };
 use common::TestDb;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
@@ -166,13 +165,12 @@ async fn counters_report_rotations_evictions_refusals_cleanup_and_pool_waits() {
 
     // Every call above waited for a connection; one that finds none in time is a timeout.
     assert!(totals.histogram_samples(&snapshotter, POOL_WAIT) > 10);
-    let tiny = build_pool_with_config(
+    let tiny = common::pool_for(
         db.config(),
         &PoolSettings::default()
             .max_size(1)
             .wait_timeout(Duration::from_millis(100)),
-    )
-    .unwrap();
+    );
     let held = tiny.get().await.unwrap();
     let starved = SessionRepo::new(tiny.clone());
     assert!(matches!(

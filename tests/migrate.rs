@@ -222,10 +222,12 @@ async fn an_existing_user_table_of_the_service_is_used_and_left_alone() {
 async fn a_role_owning_only_schema_auth_migrates() {
     let db = EmptyDb::new("least_privilege").await;
     let role = format!("auth_sessions_owner_{}", common::run_tag());
+    // A server that asks for passwords (the tests' throwaway one) gets one.
+    let password = uuid::Uuid::new_v4().simple().to_string();
     let admin = common::admin().await;
     admin
         .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+            "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}'"
         ))
         .await
         .unwrap();
@@ -243,11 +245,14 @@ async fn a_role_owning_only_schema_auth_migrates() {
         .await
         .unwrap();
 
-    let pool = auth_sessions::build_pool_with_config(
-        common::server_config().dbname(&db.name).user(&role).clone(),
+    let pool = common::pool_for(
+        common::server_config()
+            .dbname(&db.name)
+            .user(&role)
+            .password(&password)
+            .clone(),
         &auth_sessions::PoolSettings::default(),
-    )
-    .unwrap();
+    );
     let outcome = migrate(&pool).await;
     let report = outcome.expect("the owner of schema auth migrates");
     assert_eq!(report.applied, MIGRATIONS);

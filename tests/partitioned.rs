@@ -15,7 +15,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use auth_sessions::{MIGRATIONS, NewSession, PoolSettings, SessionRepo, build_pool_with_config};
+use auth_sessions::{MIGRATIONS, NewSession, PoolSettings, SessionRepo};
 use common::{EmptyDb, TestDb, server_config};
 use futures::StreamExt;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
@@ -207,11 +207,10 @@ fn partitions(plan: &str, table: &str) -> BTreeSet<String> {
 #[tokio::test]
 async fn every_statement_touches_one_partition_except_cleanup_and_stats() {
     let db = EmptyDb::new("partitioned").await;
-    let pool = build_pool_with_config(
+    let pool = common::pool_for(
         server_config().dbname(&db.name).clone(),
         &PoolSettings::default(),
-    )
-    .expect("pool");
+    );
     let setup = pool.get().await.expect("connection");
     setup
         .batch_execute(&partitioned_schema())

@@ -18,11 +18,13 @@
 
 pub mod server;
 
-use std::str::FromStr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use auth_sessions::{PoolSettings, SessionRepo, build_pool_with_config, deadpool_postgres::Pool};
+use auth_sessions::{
+    PoolSettings, SessionRepo, TlsSettings, build_pool_with_tls, deadpool_postgres::Pool,
+    parse_database_url,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Config, NoTls};
@@ -46,8 +48,26 @@ pub fn database_url() -> String {
     server::database_url()
 }
 
+/// The server's connection settings, without its TLS settings (see [`server_tls`]).
 pub fn server_config() -> Config {
-    Config::from_str(&database_url()).expect("DATABASE_URL must be a valid PostgreSQL URL")
+    parse_database_url(&database_url())
+        .expect("DATABASE_URL must be a valid PostgreSQL URL")
+        .0
+}
+
+/// The TLS settings of `DATABASE_URL` (`sslmode`, `sslrootcert`): every pool of the tests
+/// that talks to that server uses them, so the suite runs over verified TLS when the URL asks
+/// for it (`.ci/run` does). The tests' own administrative connections stay plain.
+pub fn server_tls() -> TlsSettings {
+    parse_database_url(&database_url())
+        .expect("DATABASE_URL must be a valid PostgreSQL URL")
+        .1
+}
+
+/// A pool for `config` (the server's, with another database or user) with the server's TLS
+/// settings.
+pub fn pool_for(config: Config, settings: &PoolSettings) -> Pool {
+    build_pool_with_tls(config, &server_tls(), settings).expect("build pool")
 }
 
 /// A connection to the server's maintenance database. Panics with instructions when there is
@@ -195,8 +215,7 @@ impl TestDb {
             .await
             .expect("create test database");
         describe(&admin, &name, "created").await;
-        let pool = build_pool_with_config(server_config().dbname(&name).clone(), &settings)
-            .expect("build pool");
+        let pool = pool_for(server_config().dbname(&name).clone(), &settings);
         let repo = SessionRepo::new(pool.clone());
         Self { name, pool, repo }
     }
@@ -280,13 +299,16 @@ impl Drop for TestDb {
     }
 }
 
-/// Creates (once per schema version) the migrated template, sweeping leftovers first.
+/// Creates (once per schema version) the migrated template, sweeping leftovers first. The
+/// version covers the migrations and the runner that applies them (it creates its bookkeeping
+/// table): checkouts whose runners differ never share a template.
 async fn create_template() -> String {
     let mut hasher = Sha256::new();
     for migration in auth_sessions::MIGRATIONS {
         hasher.update(migration.version.to_be_bytes());
         hasher.update(migration.sql.as_bytes());
     }
+    hasher.update(include_str!("../../src/migrate.rs").as_bytes());
     let template = format!("{TEMPLATE_PREFIX}{}", &hex::encode(hasher.finalize())[..16]);
 
     let admin = admin().await;
@@ -309,11 +331,10 @@ async fn create_template() -> String {
             admin.batch_execute(&sql).await.expect("create template");
         }
         describe(&admin, &building, "used").await;
-        let pool = build_pool_with_config(
+        let pool = pool_for(
             server_config().dbname(&building).clone(),
             &PoolSettings::default(),
-        )
-        .expect("pool");
+        );
         auth_sessions::migrate(&pool)
             .await
             .expect("migrate template");
@@ -434,11 +455,10 @@ impl EmptyDb {
     }
 
     pub fn pool(&self) -> Pool {
-        build_pool_with_config(
+        pool_for(
             server_config().dbname(&self.name).clone(),
             &PoolSettings::default(),
         )
-        .expect("build pool")
     }
 
     pub async fn drop_now(self) {
