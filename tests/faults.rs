@@ -5,6 +5,9 @@
 //! itself (`PrivateServer` from tests/common/server.rs, in a temporary directory on a free
 //! port), never the shared server.
 //! The tests that only hold row locks use the shared server through `TestDb`.
+//!
+//! Every test runs with both hot paths (`HotPath::Exclusive` and `HotPath::Pipelined`): each
+//! body is an `async fn` taking the hot path, and two `#[tokio::test]`s call it.
 
 mod common;
 
@@ -14,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use auth_sessions::{
-    CapPolicy, Error, NewSession, PoolSettings, RefreshToken, Rotation, RotationKey, SessionPolicy,
-    SessionRepo, Validation, build_pool_with_config, migrate,
+    CapPolicy, Error, HotPath, NewSession, PipelineSettings, PoolSettings, RefreshToken, Rotation,
+    RotationKey, SessionPolicy, SessionRepo, Validation, build_pool_with_config, migrate,
 };
 use common::TestDb;
 use common::server::PrivateServer;
@@ -28,8 +31,16 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 // A private PostgreSQL server (`PrivateServer`, in tests/common/server.rs)
 // ---------------------------------------------------------------------------------------------
 
-/// Starts a private server off the runtime's threads, migrates it, and returns it with a pool.
-async fn private_server(settings: &PoolSettings) -> (Arc<PrivateServer>, SessionRepo) {
+fn pipelined(connections: usize) -> HotPath {
+    HotPath::Pipelined(PipelineSettings::new(connections))
+}
+
+/// Starts a private server off the runtime's threads, migrates it, and returns it with a
+/// repository on a pool.
+async fn private_server(
+    settings: &PoolSettings,
+    hot_path: HotPath,
+) -> (Arc<PrivateServer>, SessionRepo) {
     let server = tokio::task::spawn_blocking(PrivateServer::start)
         .await
         .expect("start the private server");
@@ -38,10 +49,11 @@ async fn private_server(settings: &PoolSettings) -> (Arc<PrivateServer>, Session
     let policy = SessionPolicy::default()
         .max_sessions_per_user(None, CapPolicy::Refuse)
         .rotation_key(key());
-    (
-        Arc::new(server),
-        SessionRepo::with_policy(pool, policy).unwrap(),
-    )
+    let repo = SessionRepo::with_policy(pool, policy)
+        .unwrap()
+        .with_hot_path(hot_path)
+        .unwrap();
+    (Arc::new(server), repo)
 }
 
 async fn insert_user(client: &Client) -> Uuid {
@@ -98,13 +110,28 @@ struct WorkerLog {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn restart_during_lookups_and_creates_recovers_without_losing_acknowledged_writes() {
+async fn restart_during_lookups_and_creates_recovers_exclusive() {
+    restart_during_lookups_and_creates_recovers_without_losing_acknowledged_writes(
+        HotPath::Exclusive,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_during_lookups_and_creates_recovers_pipelined() {
+    restart_during_lookups_and_creates_recovers_without_losing_acknowledged_writes(pipelined(2))
+        .await;
+}
+
+async fn restart_during_lookups_and_creates_recovers_without_losing_acknowledged_writes(
+    hot_path: HotPath,
+) {
     let settings = PoolSettings::default()
         .max_size(8)
         .create_timeout(Duration::from_secs(2))
         .wait_timeout(Duration::from_secs(2))
         .recycle_timeout(Duration::from_secs(2));
-    let (server, repo) = private_server(&settings).await;
+    let (server, repo) = private_server(&settings, hot_path).await;
     let admin = server.client().await;
     let mut users = Vec::new();
     for _ in 0..8 {
@@ -302,32 +329,66 @@ async fn restart_during_lookups_and_creates_recovers_without_losing_acknowledged
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terminated_backends_are_replaced_on_the_next_calls() {
-    let settings = PoolSettings::default()
-        .max_size(4)
-        .create_timeout(Duration::from_secs(2))
-        .wait_timeout(Duration::from_secs(2));
-    let (server, repo) = private_server(&settings).await;
-    let admin = server.client().await;
-    let user = insert_user(&admin).await;
-    let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+async fn terminated_backends_are_replaced_exclusive() {
+    terminated_backends_are_replaced_on_the_next_calls(HotPath::Exclusive).await;
+}
 
-    // Warm four connections at once, and note their backends.
-    let objects = futures::future::try_join_all((0..4).map(|_| repo.pool().get()))
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_backends_are_replaced_pipelined() {
+    terminated_backends_are_replaced_on_the_next_calls(pipelined(4)).await;
+}
+
+/// The backends of the pool's open connections, sorted.
+async fn pool_backends(repo: &SessionRepo) -> Vec<i32> {
+    let size = repo.pool().status().size;
+    let objects = futures::future::try_join_all((0..size).map(|_| repo.pool().get()))
         .await
-        .expect("four pooled connections");
-    let mut pool_pids = Vec::new();
+        .expect("the pool's connections");
+    let mut pids = Vec::new();
     for object in &objects {
         let pid: i32 = object
             .query_one("SELECT pg_backend_pid()", &[])
             .await
             .unwrap()
             .get(0);
-        pool_pids.push(pid);
+        pids.push(pid);
     }
-    drop(objects);
-    pool_pids.sort_unstable();
-    assert_eq!(repo.pool().status().size, 4);
+    pids.sort_unstable();
+    pids
+}
+
+async fn terminated_backends_are_replaced_on_the_next_calls(hot_path: HotPath) {
+    let settings = PoolSettings::default()
+        .max_size(4)
+        .create_timeout(Duration::from_secs(2))
+        .wait_timeout(Duration::from_secs(2));
+    let exclusive = hot_path == HotPath::Exclusive;
+    let (server, repo) = private_server(&settings, hot_path).await;
+    let admin = server.client().await;
+    let user = insert_user(&admin).await;
+    let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+
+    // Warm four hot-path connections at once, and note their backends: the pool's four, or
+    // the four shared ones (every backend but the admin's and the pool's).
+    let pool_pids = if exclusive {
+        let objects = futures::future::try_join_all((0..4).map(|_| repo.pool().get()))
+            .await
+            .expect("four pooled connections");
+        drop(objects);
+        assert_eq!(repo.pool().status().size, 4);
+        Vec::new()
+    } else {
+        futures::future::try_join_all((0..4).map(|_| repo.find_by_token(token.expose_secret())))
+            .await
+            .expect("four lookups");
+        assert_eq!(repo.pipeline_status().unwrap().open, 4);
+        pool_backends(&repo).await
+    };
+    let mut hot_pids: Vec<i32> = if exclusive {
+        pool_backends(&repo).await
+    } else {
+        Vec::new()
+    };
 
     let backends: Vec<i32> = admin
         .query(
@@ -339,10 +400,15 @@ async fn terminated_backends_are_replaced_on_the_next_calls() {
         .unwrap()
         .iter()
         .map(|r| r.get(0))
+        .filter(|pid| !pool_pids.contains(pid))
         .collect();
+    if !exclusive {
+        hot_pids = backends.clone();
+    }
+    assert_eq!(hot_pids.len(), 4, "{backends:?}");
     assert_eq!(
-        backends, pool_pids,
-        "the database's other backends are the pool's"
+        backends, hot_pids,
+        "the database's other backends are the hot path's"
     );
     let terminated: Vec<i32> = backends.iter().copied().step_by(2).collect();
     for pid in &terminated {
@@ -419,6 +485,13 @@ async fn terminated_backends_are_replaced_on_the_next_calls() {
         "terminated backends still listed: {alive:?}"
     );
     assert!(repo.pool().status().size <= 4);
+    if let Some(status) = repo.pipeline_status() {
+        assert_eq!(status.open, 4, "{status:?}");
+        assert!(
+            status.opened >= 6,
+            "two shared connections replaced: {status:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,17 +510,27 @@ async fn backend_pid(repo: &SessionRepo) -> i32 {
 }
 
 #[tokio::test]
-async fn statement_timeout_is_a_typed_error_and_the_connection_survives() {
+async fn statement_timeout_is_a_typed_error_exclusive() {
+    statement_timeout_is_a_typed_error_and_the_connection_survives(HotPath::Exclusive).await;
+}
+
+#[tokio::test]
+async fn statement_timeout_is_a_typed_error_pipelined() {
+    statement_timeout_is_a_typed_error_and_the_connection_survives(pipelined(1)).await;
+}
+
+async fn statement_timeout_is_a_typed_error_and_the_connection_survives(hot_path: HotPath) {
     let db = TestDb::with_settings(
         PoolSettings::default()
             .max_size(1)
             .statement_timeout(Duration::from_millis(200)),
     )
     .await;
-    let repo = db.repo.clone();
+    let repo = db.repo.clone().with_hot_path(hot_path).unwrap();
     let user = db.user().await;
     let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
     let pid = backend_pid(&repo).await;
+    let opened = repo.pipeline_status().map(|status| status.opened);
 
     // Another connection holds the session's row lock in an open transaction.
     let mut other = db.client().await;
@@ -484,6 +567,11 @@ async fn statement_timeout_is_a_typed_error_and_the_connection_survives() {
     );
     assert_eq!(backend_pid(&repo).await, pid, "the connection was replaced");
     assert_eq!(repo.pool().status().size, 1);
+    assert_eq!(
+        repo.pipeline_status().map(|status| status.opened),
+        opened,
+        "the shared connection was replaced"
+    );
     assert!(matches!(
         repo.validate(token.expose_secret()).await.unwrap(),
         Validation::Revoked(_)
@@ -564,12 +652,27 @@ where
 }
 
 #[tokio::test]
-async fn a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_state() {
+async fn a_dropped_rotation_or_create_leaves_no_half_state_exclusive() {
+    a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_state(HotPath::Exclusive)
+        .await;
+}
+
+#[tokio::test]
+async fn a_dropped_rotation_or_create_leaves_no_half_state_pipelined() {
+    a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_state(pipelined(2)).await;
+}
+
+async fn a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_state(
+    hot_path: HotPath,
+) {
     let db = TestDb::new().await;
     let policy = SessionPolicy::default()
         .max_sessions_per_user(Some(1), CapPolicy::EvictLeastRecentlyActive)
         .rotation_key(key());
-    let repo = SessionRepo::with_policy(db.pool.clone(), policy).unwrap();
+    let repo = SessionRepo::with_policy(db.pool.clone(), policy)
+        .unwrap()
+        .with_hot_path(hot_path)
+        .unwrap();
     let observer = db.client().await;
 
     // --- rotate ---------------------------------------------------------------------------
@@ -692,15 +795,27 @@ async fn a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_sta
 }
 
 #[tokio::test]
-async fn an_abandoned_call_does_not_stall_the_next_caller_on_its_connection() {
-    // One connection: if an abandoned call handed it back while its statement still waited
-    // on a lock, the next call would queue behind that statement for as long as the lock is
-    // held. Instead the connection is closed, the statement canceled, and a new one serves.
+async fn an_abandoned_call_does_not_stall_the_next_caller_exclusive() {
+    an_abandoned_call_does_not_stall_the_next_caller_on_its_connection(HotPath::Exclusive).await;
+}
+
+#[tokio::test]
+async fn an_abandoned_call_does_not_stall_the_next_caller_pipelined() {
+    an_abandoned_call_does_not_stall_the_next_caller_on_its_connection(pipelined(1)).await;
+}
+
+async fn an_abandoned_call_does_not_stall_the_next_caller_on_its_connection(hot_path: HotPath) {
+    // One connection: if an abandoned call handed it back (or, pipelined, kept sharing it)
+    // while its statement still waited on a lock, the next call would queue behind that
+    // statement for as long as the lock is held. Instead the connection is closed (retired),
+    // the statement canceled, and a new one serves.
     let db = TestDb::with_settings(PoolSettings::default().max_size(1)).await;
     let repo = SessionRepo::with_policy(
         db.pool.clone(),
         SessionPolicy::default().rotation_key(key()),
     )
+    .unwrap()
+    .with_hot_path(hot_path)
     .unwrap();
     let observer = db.client().await;
     let user = db.user().await;
