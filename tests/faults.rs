@@ -862,3 +862,219 @@ async fn an_abandoned_call_does_not_stall_the_next_caller_on_its_connection(hot_
             .is_some()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// e. The pipelined hot path: a killed shared connection, and cleanup beside lookups
+// ---------------------------------------------------------------------------------------------
+
+/// The backend of this database that waits on a lock (exactly one).
+async fn lock_waiter(observer: &Client) -> i32 {
+    let pids: Vec<i32> = observer
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND state = 'active' AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(pids.len(), 1, "lock waiters: {pids:?}");
+    pids[0]
+}
+
+/// Waits (at most 5 s) until one backend waits on a lock.
+async fn until_one_waits(observer: &Client, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lock_waiters(observer).await != 1 {
+        assert!(Instant::now() < deadline, "{what} never waited on the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_shared_connection_fails_only_its_in_flight_calls() {
+    let db = TestDb::new().await;
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default().rotation_key(key()),
+    )
+    .unwrap()
+    .with_hot_path(pipelined(2))
+    .unwrap();
+    let observer = db.client().await;
+    let user = db.user().await;
+    let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    let (_, other) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    assert_eq!(repo.pipeline_status().unwrap().open, 2);
+
+    // A rotation waits on the session's row lock on one shared connection, so every call
+    // issued on that connection after it stays in flight.
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM auth.user_sessions WHERE id = $1 FOR UPDATE",
+        &[&session.id],
+    )
+    .await
+    .unwrap();
+    let rotation = tokio::spawn({
+        let (repo, token) = (repo.clone(), token.clone());
+        async move { repo.rotate(token.expose_secret()).await }
+    });
+    until_one_waits(&observer, "rotate").await;
+    let victim = lock_waiter(&observer).await;
+
+    // Six lookups, dealt round-robin: three queue behind the rotation, three run on the other
+    // connection and finish.
+    let finished = Arc::new(AtomicU64::new(0));
+    let lookups: Vec<_> = (0..6)
+        .map(|_| {
+            let (repo, other, finished) = (repo.clone(), other.clone(), finished.clone());
+            tokio::spawn(async move {
+                let result = repo.find_by_token(other.expose_secret()).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                result
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while finished.load(Ordering::SeqCst) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the other connection's lookups hang"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        3,
+        "lookups queued behind the waiting rotation finished"
+    );
+
+    let terminated: bool = observer
+        .query_one("SELECT pg_terminate_backend($1)", &[&victim])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated);
+
+    // The rotation and the three lookups queued behind it fail, typed and retryable; the
+    // other three succeeded.
+    let rotation = tokio::time::timeout(Duration::from_secs(5), rotation)
+        .await
+        .expect("the rotation ends with its connection")
+        .unwrap();
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    for lookup in lookups {
+        match tokio::time::timeout(Duration::from_secs(5), lookup)
+            .await
+            .expect("every lookup ends")
+            .unwrap()
+        {
+            Ok(found) => {
+                assert!(found.is_some());
+                ok += 1;
+            }
+            Err(err) => failed.push(err),
+        }
+    }
+    println!("rotation: {rotation:?}; lookups: {ok} ok, failed: {failed:?}");
+    let rotation_err = rotation.expect_err("the killed connection's rotation fails");
+    assert!(
+        matches!(rotation_err, Error::Database(_)) && rotation_err.is_retryable(),
+        "{rotation_err:?}"
+    );
+    assert_eq!(ok, 3, "the other connection's lookups succeed");
+    assert_eq!(failed.len(), 3, "only the killed connection's calls fail");
+    for err in &failed {
+        assert!(
+            matches!(err, Error::Database(e) if e.is_closed()) && err.is_retryable(),
+            "{err:?}"
+        );
+    }
+    tx.rollback().await.unwrap();
+
+    // The next calls succeed: the dead connection is replaced, once.
+    for _ in 0..10 {
+        let found = repo.find_by_token(token.expose_secret()).await.unwrap();
+        assert_eq!(
+            found.map(|s| s.id),
+            Some(session.id),
+            "the rotation did not apply"
+        );
+    }
+    let status = repo.pipeline_status().unwrap();
+    assert_eq!((status.open, status.opened), (2, 3), "{status:?}");
+    assert_eq!(settle(&observer).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_cleanup_batch_does_not_block_pipelined_lookups() {
+    // The pool has one connection, and cleanup holds it while its batch waits on a row lock.
+    let db = TestDb::with_settings(
+        PoolSettings::default()
+            .max_size(1)
+            .wait_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let repo = db.repo.clone().with_hot_path(pipelined(1)).unwrap();
+    let observer = db.client().await;
+    let user = db.user().await;
+    let (live, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    let (dead, _) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    db.expire(dead.id).await;
+
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM auth.user_sessions WHERE id = $1 FOR UPDATE",
+        &[&dead.id],
+    )
+    .await
+    .unwrap();
+    let cleanup = tokio::spawn({
+        let repo = repo.clone();
+        async move { repo.delete_expired_batch(100).await }
+    });
+    until_one_waits(&observer, "the cleanup batch").await;
+
+    // Lookups and the other hot-path calls go on, on the shared connection.
+    for _ in 0..20 {
+        let started = Instant::now();
+        let found = tokio::time::timeout(
+            Duration::from_secs(1),
+            repo.find_by_token(token.expose_secret()),
+        )
+        .await
+        .expect("a lookup waited for the cleanup batch")
+        .unwrap();
+        assert_eq!(found.map(|s| s.id), Some(live.id));
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+    assert_eq!(repo.count_live(user).await.unwrap(), 1);
+    assert!(
+        repo.record_activity(live.key(), None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The same lookup on the exclusive path waits for the pool's one connection.
+    let exclusive = repo.clone().with_hot_path(HotPath::Exclusive).unwrap();
+    assert!(matches!(
+        exclusive.find_by_token(token.expose_secret()).await,
+        Err(Error::PoolTimeout)
+    ));
+    assert!(!cleanup.is_finished(), "the cleanup batch still waits");
+
+    tx.rollback().await.unwrap();
+    let deleted = tokio::time::timeout(Duration::from_secs(5), cleanup)
+        .await
+        .expect("cleanup finishes once the lock is gone")
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted, 1);
+}
