@@ -20,7 +20,8 @@ use crate::error::DatabaseError;
 pub const MAX_PIPELINE_CONNECTIONS: usize = 64;
 
 /// How [`crate::SessionRepo`] runs its hot-path calls: the single-statement calls a service
-/// makes per request (create, lookup, validate, rotate, activity, list, count, revocations).
+/// makes per request (lookup, validate, list, count; and, when asked, create, rotate,
+/// activity and revocations).
 /// Cleanup, stats, migrations and distribution always use the exclusive pool, whatever this
 /// says. See the README's "Choosing the hot path" for when to pick which.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -43,18 +44,40 @@ pub struct PipelineSettings {
     /// [`MAX_PIPELINE_CONNECTIONS`]. They are opened in addition to the pool's own, which
     /// bulk calls keep using. Default: 2.
     pub connections: usize,
+    /// Whether the calls that may commit a write (create, rotate, record activity, the
+    /// revocations) share the connections too. Default: `false`, they check a connection out
+    /// of the pool. A commit waits for its WAL flush; on separate connections concurrent
+    /// commits share one flush (group commit), but the statements of one shared connection
+    /// run one after another, each waiting for its own flush, so writes behind a few shared
+    /// connections are limited to a few flushes at a time (several times slower at 8
+    /// callers in BENCHMARKS.md). Worth it only where a flush costs little
+    /// (`synchronous_commit = off`, fast storage) and server connections are scarce.
+    pub pipeline_writes: bool,
 }
 
 impl Default for PipelineSettings {
     fn default() -> Self {
-        Self { connections: 2 }
+        Self {
+            connections: 2,
+            pipeline_writes: false,
+        }
     }
 }
 
 impl PipelineSettings {
-    /// `connections` shared connections.
+    /// `connections` shared connections, for read-only calls.
     pub fn new(connections: usize) -> Self {
-        Self { connections }
+        Self {
+            connections,
+            ..Self::default()
+        }
+    }
+
+    /// Sets whether writing calls share the connections too (see
+    /// [`PipelineSettings::pipeline_writes`]).
+    pub fn pipeline_writes(mut self, pipeline_writes: bool) -> Self {
+        self.pipeline_writes = pipeline_writes;
+        self
     }
 
     /// Sets the number of shared connections.
@@ -91,6 +114,7 @@ pub struct PipelineStatus {
 /// The shared connections of one repository (and its clones).
 pub(crate) struct Pipeline {
     pool: Pool,
+    writes: bool,
     slots: Box<[Slot]>,
     next: AtomicUsize,
     opened: AtomicU64,
@@ -117,10 +141,16 @@ impl Pipeline {
     pub(crate) fn new(pool: Pool, settings: &PipelineSettings) -> Self {
         Self {
             pool,
+            writes: settings.pipeline_writes,
             slots: (0..settings.connections).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
             opened: AtomicU64::new(0),
         }
+    }
+
+    /// Whether writing calls share the connections too.
+    pub(crate) fn writes(&self) -> bool {
+        self.writes
     }
 
     pub(crate) fn status(&self) -> PipelineStatus {

@@ -95,7 +95,10 @@ impl SessionRepo {
     /// This repository with its hot-path calls run as `hot_path` says; bulk calls (cleanup,
     /// [`SessionRepo::stats`]) always check a connection out of the pool.
     ///
-    /// With [`HotPath::Pipelined`], the calls of this repository and its clones share
+    /// With [`HotPath::Pipelined`], the read-only calls of this repository and its clones
+    /// ([`SessionRepo::find_by_token`], [`SessionRepo::validate`],
+    /// [`SessionRepo::list_devices`], [`SessionRepo::count_live`]), and the writing ones too
+    /// when [`PipelineSettings::pipeline_writes`] is set, share
     /// [`PipelineSettings::connections`] connections of their own, besides the pool's, opened
     /// on first use by the pool's manager (the pool's TLS settings, statement timeout and
     /// isolation level) and each preparing a statement once. Many calls are in flight on one
@@ -138,9 +141,11 @@ impl SessionRepo {
         &self.policy
     }
 
-    /// Runs one repository call: a [`Route::Hot`] call on a shared connection when the hot
-    /// path is pipelined (see [`SessionRepo::with_hot_path`] and [`crate::pipeline::Lease`]
-    /// for what an abandoned call does there), anything else on a pooled connection.
+    /// Runs one repository call: on a shared connection when the hot path is pipelined and
+    /// the route is [`Route::Read`], or [`Route::Write`] with
+    /// [`PipelineSettings::pipeline_writes`] (see [`SessionRepo::with_hot_path`] and
+    /// [`crate::pipeline::Lease`] for what an abandoned call does there); on a pooled
+    /// connection otherwise.
     ///
     /// On a pooled connection, when the caller drops the call's future while a statement is
     /// in flight, the connection does not go back to the pool (it would still be busy with
@@ -155,8 +160,13 @@ impl SessionRepo {
         route: Route,
         op: impl AsyncFnOnce(&Conn<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let result = match (&self.pipeline, route) {
-            (Some(pipeline), Route::Hot) => {
+        let shared = match (&self.pipeline, route) {
+            (Some(pipeline), Route::Read) => Some(pipeline),
+            (Some(pipeline), Route::Write) if pipeline.writes() => Some(pipeline),
+            _ => None,
+        };
+        let result = match shared {
+            Some(pipeline) => {
                 let lease = pipeline.lease().await?;
                 let result = op(&Conn(lease.client())).await;
                 lease.complete();
@@ -251,7 +261,7 @@ impl SessionRepo {
         ttl_seconds: i64,
     ) -> Result<Session, Error> {
         let created = self
-            .with_client(Route::Hot, async |client| {
+            .with_client(Route::Write, async |client| {
                 let row = q::create_session()
                     .bind(
                         client,
@@ -293,7 +303,7 @@ impl SessionRepo {
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn find_by_token(&self, presented: &str) -> Result<Option<Session>, Error> {
         let token = RefreshToken::parse(presented)?;
-        self.with_client(Route::Hot, async |client| {
+        self.with_client(Route::Read, async |client| {
             let row = q::get_session_by_token()
                 .bind(
                     client,
@@ -317,7 +327,7 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn list_devices(&self, user_id: Uuid) -> Result<Vec<Device>, Error> {
-        self.with_client(Route::Hot, async |client| {
+        self.with_client(Route::Read, async |client| {
             let rows = q::get_user_sessions()
                 .bind(client, &user_id, &self.policy.idle_seconds())
                 .all()
@@ -342,7 +352,7 @@ impl SessionRepo {
         session: SessionKey,
         ip_address: Option<IpAddr>,
     ) -> Result<Option<Activity>, Error> {
-        self.with_client(Route::Hot, async |client| {
+        self.with_client(Route::Write, async |client| {
             let row = q::update_session_activity()
                 .bind(
                     client,
@@ -372,7 +382,7 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke(&self, session: SessionKey) -> Result<bool, Error> {
-        self.with_client(Route::Hot, async |client| {
+        self.with_client(Route::Write, async |client| {
             let revoked = q::revoke_session()
                 .bind(client, &session.user_id, &session.session_id)
                 .opt()
@@ -392,7 +402,7 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke_all_except(&self, current: SessionKey) -> Result<Option<u64>, Error> {
-        self.with_client(Route::Hot, async |client| {
+        self.with_client(Route::Write, async |client| {
             let row = q::revoke_all_sessions_except_current()
                 .bind(client, &current.user_id, &current.session_id)
                 .one()
@@ -410,7 +420,7 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke_all(&self, user_id: Uuid) -> Result<u64, Error> {
-        self.with_client(Route::Hot, async |client| {
+        self.with_client(Route::Write, async |client| {
             let revoked = q::revoke_all_user_sessions()
                 .bind(client, &user_id)
                 .one()
@@ -526,7 +536,7 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn count_live(&self, user_id: Uuid) -> Result<u64, Error> {
-        self.with_client(Route::Hot, async |client| {
+        self.with_client(Route::Read, async |client| {
             let live = q::count_user_sessions()
                 .bind(client, &user_id, &self.policy.idle_seconds())
                 .one()
@@ -550,7 +560,7 @@ impl SessionRepo {
         let token = RefreshToken::parse(presented)?;
         let key = self.rotation_key().await?;
         let successor_hash = successor_hash(key, &token)?;
-        self.with_client(Route::Hot, async |client| {
+        self.with_client(Route::Read, async |client| {
             let row = q::validate_session()
                 .bind(
                     client,
@@ -614,7 +624,7 @@ impl SessionRepo {
         let token = RefreshToken::parse(presented)?;
         let key = self.rotation_key().await?;
         let successor = key.successor(&token)?;
-        self.with_client(Route::Hot, async |client| {
+        self.with_client(Route::Write, async |client| {
             let row = q::rotate_session()
                 .bind(
                     client,
@@ -836,8 +846,12 @@ fn count(value: i64) -> u64 {
 /// Where a repository call runs; see [`SessionRepo::with_client`].
 #[derive(Clone, Copy)]
 enum Route {
-    /// A single-statement call of the request path: a shared connection when pipelined.
-    Hot,
+    /// A single-statement call of the request path that writes nothing (lookup, validation,
+    /// listing, counting): a shared connection when pipelined.
+    Read,
+    /// A single-statement call of the request path that may commit a write (create, rotate,
+    /// activity, revocations): a shared connection only when writes are pipelined too.
+    Write,
     /// Cleanup and statistics: always a pooled connection, never shared with the hot path.
     Bulk,
 }

@@ -31,8 +31,10 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 // A private PostgreSQL server (`PrivateServer`, in tests/common/server.rs)
 // ---------------------------------------------------------------------------------------------
 
+/// The pipelined hot path with every hot-path call on the shared connections, writes too, so
+/// that the tests exercise them with every kind of call.
 fn pipelined(connections: usize) -> HotPath {
-    HotPath::Pipelined(PipelineSettings::new(connections))
+    HotPath::Pipelined(PipelineSettings::new(connections).pipeline_writes(true))
 }
 
 /// Starts a private server off the runtime's threads, migrates it, and returns it with a

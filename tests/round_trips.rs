@@ -5,7 +5,8 @@
 //! (simple protocol). A call that prepares an unnamed statement first (what
 //! `tokio_postgres::Client::execute` does with SQL text) shows up as two. It runs with both hot
 //! paths: exclusive (every call checks out the pool's one connection) and pipelined (the
-//! hot-path calls share one connection of their own; cleanup still uses the pool's).
+//! hot-path calls, or only the read-only ones, share one connection of their own; cleanup
+//! still uses the pool's).
 
 mod common;
 #[path = "common/relay.rs"]
@@ -38,6 +39,14 @@ async fn every_repository_call_is_one_round_trip_on_a_warm_pooled_connection() {
 
 #[tokio::test]
 async fn every_repository_call_is_one_round_trip_on_a_warm_shared_connection() {
+    one_round_trip_per_call(HotPath::Pipelined(
+        PipelineSettings::new(1).pipeline_writes(true),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn every_repository_call_is_one_round_trip_with_only_reads_shared() {
     one_round_trip_per_call(HotPath::Pipelined(PipelineSettings::new(1))).await;
 }
 
