@@ -2542,20 +2542,22 @@ async fn pipelined(
     summary.push(ops_summary("list, 8 callers", &result));
 
     // revoke: distinct live sessions, each revoked once; a list per side.
-    let revoke_count = (5.0 * REVOKE_RATE_BOUND * seconds) as usize;
+    // Six side-seconds (the hand-written callers run beside each of the three contenders),
+    // at up to twice the one-caller bound.
+    let per_side = (2.0 * REVOKE_RATE_BOUND * seconds) as usize;
+    let revoke_count = 6 * per_side;
     let users = new_users(admin, revoke_count / 10).await?;
     let mut revoke: Vec<SessionKey> = bulk_sessions(admin, &users, revoke_count, Bulk::LIVE, true)
         .await?
         .iter()
         .map(RefreshToken::session_key)
         .collect();
-    // Two fifths for the hand-written callers (in all three comparisons), one for each
-    // contender.
-    let fifth = revoke.len() / 5;
+    // One side's share for each contender, the rest for the hand-written callers (in all
+    // three comparisons).
     let lists: Vec<Shared<Vec<SessionKey>>> = (0..3)
         .map(|_| {
             Arc::new(std::sync::Mutex::new(
-                revoke.split_off(revoke.len() - fifth),
+                revoke.split_off(revoke.len() - per_side),
             ))
         })
         .collect();

@@ -17,9 +17,11 @@ use crate::{
     SessionKey, SessionPolicy, SessionStats, TokenHash, Validation,
 };
 
-/// The session store. Cheap to clone: clones share one pool.
+/// The session store. Cheap to clone: clones share one pool (and, when the hot path is
+/// pipelined, its shared connections: see [`SessionRepo::with_hot_path`]).
 ///
-/// Every method takes one pooled connection and makes one round trip on it once the connection
+/// Every method takes one connection (pooled, or shared when pipelined) and makes one round
+/// trip on it once the connection
 /// has prepared the statement (each query returns rows, so the generated code uses the pool's
 /// statement cache). The exceptions: [`SessionRepo::delete_expired_batch`] runs up to three
 /// statements while its batch has room; [`SessionRepo::rotate`] of a token older than the
