@@ -21,7 +21,12 @@
 //! 5. what one call writes: rows, HOT updates, index entries and WAL bytes;
 //! 6. a user with 10,000 tombstones against a fresh user: create, list, count;
 //! 7. round trips per repository call, counted on the wire;
-//! 8. cleanup of expired sessions: rows/s, and lookup p99 during cleanup / without.
+//! 8. cleanup of expired sessions: rows/s, and lookup p99 during cleanup / without;
+//! 9. the hot path, exclusive against pipelined (`--only-pipelined` runs this alone): lookups
+//!    at 1, 8 and 32 callers and the other operations at 8, hand-written one connection per
+//!    caller vs `SessionRepo` over the pool vs `SessionRepo` on shared, pipelined connections
+//!    (`--pipeline-connections N`, default 2) vs pgbench, with the server connections each
+//!    used.
 
 #[path = "../tests/common/relay.rs"]
 mod relay;
@@ -37,8 +42,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use auth_sessions::{
-    DEFAULT_DATABASE_URL, NewSession, PoolSettings, RefreshToken, Rotation, RotationKey,
-    SessionKey, SessionPolicy, SessionRepo, build_pool_with_config, migrate,
+    DEFAULT_DATABASE_URL, HotPath, NewSession, PipelineSettings, PoolSettings, RefreshToken,
+    Rotation, RotationKey, SessionKey, SessionPolicy, SessionRepo, build_pool_with_config, migrate,
 };
 use chrono::{SecondsFormat, Utc};
 use futures::SinkExt;
@@ -78,6 +83,8 @@ struct Args {
     cleanup_pause_ms: u64,
     only_cleanup: bool,
     only_lookups: bool,
+    only_pipelined: bool,
+    pipeline_connections: usize,
 }
 
 fn args() -> Args {
@@ -90,6 +97,8 @@ fn args() -> Args {
         cleanup_pause_ms: 50,
         only_cleanup: false,
         only_lookups: false,
+        only_pipelined: false,
+        pipeline_connections: 2,
     };
     let mut it = std::env::args().skip(1);
     fn value<T: FromStr>(it: &mut impl Iterator<Item = String>, flag: &str) -> T {
@@ -112,6 +121,10 @@ fn args() -> Args {
             "--cleanup-pause-ms" => args.cleanup_pause_ms = value(&mut it, "--cleanup-pause-ms"),
             "--only-cleanup" => args.only_cleanup = true,
             "--only-lookups" => args.only_lookups = true,
+            "--only-pipelined" => args.only_pipelined = true,
+            "--pipeline-connections" => {
+                args.pipeline_connections = value(&mut it, "--pipeline-connections")
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -548,6 +561,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if args.only_lookups {
         return lookups(&args, &config, &data).await;
     }
+    if args.only_pipelined {
+        return pipelined(&args, &config, &client, &data).await;
+    }
     if !args.only_cleanup {
         storage(&client).await?;
         let ops = prepare_ops(&args, &client).await?;
@@ -559,6 +575,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
         round_trips(&config, &client).await?;
     }
     cleanup(&args, &config, &client, &data).await?;
+    if !args.only_cleanup {
+        pipelined(&args, &config, &client, &data).await?;
+    }
     Ok(())
 }
 
@@ -1977,4 +1996,651 @@ async fn cleanup(
         during.throughput()
     );
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. The hot path: exclusive checkout against shared, pipelined connections
+// ---------------------------------------------------------------------------------------------
+
+/// `SessionRepo`s over pools of `callers` connections: exclusive, and pipelined on
+/// `connections` shared connections, read-only calls (the default) or every hot-path call.
+struct HotRepos {
+    exclusive: SessionRepo,
+    pipelined: SessionRepo,
+    pipelined_writes: SessionRepo,
+}
+
+impl HotRepos {
+    fn new(
+        config: &Config,
+        callers: usize,
+        connections: usize,
+        policy: SessionPolicy,
+    ) -> Result<Self, BoxError> {
+        let pipelined = |writes: bool| -> Result<SessionRepo, BoxError> {
+            let pool =
+                build_pool_with_config(config.clone(), &PoolSettings::default().max_size(callers))?;
+            Ok(
+                SessionRepo::with_policy(pool, policy.clone())?.with_hot_path(
+                    HotPath::Pipelined(PipelineSettings::new(connections).pipeline_writes(writes)),
+                )?,
+            )
+        };
+        Ok(Self {
+            exclusive: repo_for(config, callers, policy.clone())?,
+            pipelined: pipelined(false)?,
+            pipelined_writes: pipelined(true)?,
+        })
+    }
+
+    async fn warm(&self, callers: usize, tokens: &Arc<Vec<RefreshToken>>) -> Result<(), BoxError> {
+        for repo in [&self.exclusive, &self.pipelined, &self.pipelined_writes] {
+            warm(repo, callers, tokens).await?;
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        for repo in [&self.exclusive, &self.pipelined, &self.pipelined_writes] {
+            repo.pool().close();
+        }
+    }
+}
+
+/// Server connections a repository holds: the pool's open ones, and the shared ones.
+fn hot_connections(repo: &SessionRepo) -> String {
+    let pooled = repo.pool().status().size;
+    match repo.pipeline_status() {
+        Some(status) if pooled > 0 => format!("{} shared + {pooled} pooled", status.open),
+        Some(status) => format!("{} shared", status.open),
+        None => format!("{pooled} pooled"),
+    }
+}
+
+/// Client backends connected to the benchmark database now, the caller's own excluded.
+async fn backends(admin: &Client) -> Result<i64, BoxError> {
+    Ok(admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+fn hot_row(label: &str, connections: &str, run: &Run, baseline: Option<&Run>) -> String {
+    let ratio = baseline.map_or("1.00 (baseline)".to_owned(), |b| {
+        format!("{:.2}", run.throughput() / b.throughput())
+    });
+    let p99_ratio = baseline.map_or(String::new(), |b| {
+        format!("{:.2}", run.percentile(0.99) / b.percentile(0.99))
+    });
+    format!(
+        "| {label} | {connections} | {:.0} | {:.3} | {:.3} | {ratio} | {p99_ratio} |",
+        run.throughput(),
+        run.percentile(0.5),
+        run.percentile(0.99)
+    )
+}
+
+/// One contender at one load, with the hand-written baseline (one connection per caller)
+/// measured beside it in alternating slices.
+struct Contender {
+    label: &'static str,
+    hand: Run,
+    ours: Run,
+    connections: String,
+}
+
+impl Contender {
+    fn ratio(&self) -> f64 {
+        self.ours.throughput() / self.hand.throughput()
+    }
+
+    fn p99_ratio(&self) -> f64 {
+        self.ours.percentile(0.99) / self.hand.percentile(0.99)
+    }
+}
+
+fn print_hot(label: &str, callers: usize, results: &[Contender]) {
+    for result in results {
+        println!(
+            "{}",
+            hot_row(
+                &format!("{label} | hand-written, 1 connection per caller (beside the next)"),
+                &callers.to_string(),
+                &result.hand,
+                None
+            )
+        );
+        println!(
+            "{}",
+            hot_row(
+                &format!("{label} | {}", result.label),
+                &result.connections,
+                &result.ours,
+                Some(&result.hand)
+            )
+        );
+    }
+}
+
+const EXCLUSIVE: &str = "SessionRepo, exclusive";
+const PIPELINED: &str = "**SessionRepo, pipelined**";
+const PIPELINED_WRITES: &str = "SessionRepo, pipelined with writes";
+
+/// Measures `hand` against each repository with `ours`.
+async fn hot_compare<SH, FH, FutH, S, F, Fut>(
+    seconds: f64,
+    hand: (Vec<SH>, FH),
+    repos: &[(&'static str, &SessionRepo)],
+    states: impl Fn(usize, &SessionRepo) -> Vec<S>,
+    ours: F,
+) -> Vec<Contender>
+where
+    SH: Clone + Send + 'static,
+    FH: Fn(SH, u64) -> FutH + Send + Sync + Clone + 'static,
+    FutH: Future<Output = ()> + Send,
+    S: Clone + Send + 'static,
+    F: Fn(S, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let mut results = Vec::new();
+    for (i, (label, repo)) in repos.iter().enumerate() {
+        let (hand_run, ours_run) =
+            compare(seconds, hand.clone(), (states(i, repo), ours.clone())).await;
+        results.push(Contender {
+            label,
+            hand: hand_run,
+            ours: ours_run,
+            connections: hot_connections(repo),
+        });
+    }
+    results
+}
+
+async fn pipelined(
+    args: &Args,
+    config: &Config,
+    admin: &Client,
+    data: &Data,
+) -> Result<(), BoxError> {
+    println!(
+        "## 9. The hot path: exclusive checkout vs shared, pipelined connections ({} shared)\n",
+        args.pipeline_connections
+    );
+    println!(
+        "Ratios against hand-written tokio-postgres with one connection per caller, measured \
+         in alternating slices beside each contender; p99 ratio likewise.\n"
+    );
+    println!(
+        "| callers | implementation | server connections | calls/s | p50 ms | p99 ms | \
+         throughput ratio | p99 ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let sql = lookup_sql();
+    let tokens = data.lookup.clone();
+    let n = tokens.len() as u64;
+    let mut summary = Vec::new();
+    for callers in [1usize, 8, 32] {
+        let connections = args.pipeline_connections.min(callers);
+        let mut states = Vec::new();
+        for _ in 0..callers {
+            states.push(hand(config, &sql).await?);
+        }
+        let t = tokens.clone();
+        let handwritten = (states, move |h: Arc<Hand>, seed| {
+            let t = t.clone();
+            async move {
+                hand_lookup(
+                    &h.client,
+                    &h.statement,
+                    t[(seed % n) as usize].expose_secret(),
+                )
+                .await;
+            }
+        });
+        let repos = HotRepos::new(config, callers, connections, SessionPolicy::default())?;
+        repos.warm(callers, &tokens).await?;
+        let before = backends(admin).await?;
+        let t = tokens.clone();
+        let result = hot_compare(
+            args.seconds,
+            handwritten,
+            &[(EXCLUSIVE, &repos.exclusive), (PIPELINED, &repos.pipelined)],
+            |_, repo| vec![repo.clone(); callers],
+            move |repo: SessionRepo, seed| {
+                let t = t.clone();
+                async move {
+                    let found = repo
+                        .find_by_token(t[(seed % n) as usize].expose_secret())
+                        .await
+                        .expect("lookup");
+                    assert!(found.is_some());
+                }
+            },
+        )
+        .await;
+        // Every side's connections are open at once here: the hand-written callers', the
+        // exclusive pool's and the shared ones.
+        let seen = backends(admin).await?;
+        repos.close();
+        print_hot(&format!("{callers} | lookup"), callers, &result);
+        let pgbench = pgbench(config, &sql, &tokens, callers, args.seconds).await?;
+        println!(
+            "{}",
+            hot_row(
+                &format!(
+                    "{callers} | lookup | pgbench -M prepared (ratio: to the last hand-written)"
+                ),
+                &callers.to_string(),
+                &pgbench,
+                Some(&result[1].hand)
+            )
+        );
+        println!(
+            "| {callers} | lookup | backends of the database after warming: {before}, after \
+             the runs: {seen} (every side's connections open at once) | | | | | | |"
+        );
+        summary.push(Summary {
+            load: format!("lookup, {callers} callers"),
+            exclusive: result[0].ratio(),
+            pipelined: result[1].ratio(),
+            pipelined_p99: result[1].p99_ratio(),
+            pipelined_writes: None,
+            pgbench: Some(result[1].ours.throughput() / pgbench.throughput()),
+        });
+    }
+
+    // The other operations at 8 callers, each on sessions and users of its own.
+    let callers = 8usize;
+    let connections = args.pipeline_connections.min(callers);
+    let seconds = args.seconds;
+    let hot = HotRepos::new(config, callers, connections, ops_policy())?;
+    hot.warm(callers, &tokens).await?;
+    let repos = [
+        (EXCLUSIVE, &hot.exclusive),
+        (PIPELINED, &hot.pipelined),
+        (PIPELINED_WRITES, &hot.pipelined_writes),
+    ];
+
+    // create: users without sessions (the cap is reached after ten creates per user).
+    let sql = query_with(
+        "create_session",
+        &[
+            "user_id",
+            "id",
+            "generation",
+            "refresh_token_hash",
+            "device_info",
+            "ip_address",
+            "user_agent",
+            "ttl_seconds",
+            "idle_seconds",
+            "max_sessions",
+            "evict",
+        ],
+    );
+    let create_users = Arc::new(new_users(admin, 4000).await?);
+    let mut hands = Vec::new();
+    for _ in 0..callers {
+        hands.push(hand(config, &sql).await?);
+    }
+    let u = create_users.clone();
+    let handwritten = (hands, move |h: Arc<Hand>, seed| {
+        let user = pick(&u, seed);
+        async move {
+            let token = RefreshToken::generate(user).expect("token");
+            let hash = token.hash();
+            let device: Option<&str> = Some("bench device");
+            let ip: Option<IpAddr> = Some("192.0.2.1".parse().expect("ip"));
+            let agent: Option<&str> = Some("Bench/1.0");
+            let (generation, ttl, cap, evict) = (0i32, 86_400i64, Some(CAP), true);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+                &user,
+                &token.session_id(),
+                &generation,
+                &hash.as_str(),
+                &device,
+                &ip,
+                &agent,
+                &ttl,
+                &Some(IDLE_SECONDS),
+                &cap,
+                &evict,
+            ];
+            h.client
+                .query_one(&h.statement, &params)
+                .await
+                .expect("create");
+        }
+    });
+    let u = create_users.clone();
+    let result = hot_compare(
+        seconds,
+        handwritten,
+        &repos,
+        |_, repo| vec![repo.clone(); callers],
+        move |repo: SessionRepo, seed| {
+            let user = pick(&u, seed);
+            async move {
+                let new = NewSession::new(user, DAY)
+                    .with_device_info("bench device")
+                    .with_ip_address("192.0.2.1".parse().expect("ip"))
+                    .with_user_agent("Bench/1.0");
+                repo.create(&new).await.expect("create");
+            }
+        },
+    )
+    .await;
+    print_hot(&format!("{callers} | create"), callers, &result);
+    summary.push(ops_summary("create, 8 callers", &result));
+
+    // rotate: each caller rotates its own sessions in turn (4 sides: the hand-written
+    // baseline twice, then each hot path).
+    let sql = query_with(
+        "rotate_session",
+        &[
+            "user_id",
+            "id",
+            "generation",
+            "presented_hash",
+            "successor_hash",
+            "idle_seconds",
+            "grace_seconds",
+        ],
+    );
+    let rotate_count = 4 * callers * ROTATION_SESSIONS_PER_CALLER;
+    let users = new_users(admin, rotate_count / 10).await?;
+    let rotate = bulk_sessions(admin, &users, rotate_count, Bulk::LIVE, true).await?;
+    let mut chunks = rotate.chunks(ROTATION_SESSIONS_PER_CALLER);
+    let mut hands = Vec::new();
+    for _ in 0..callers {
+        hands.push((
+            hand(config, &sql).await?,
+            Chain::shared(chunks.next().expect("rotation sessions")),
+        ));
+    }
+    let key = Arc::new(bench_key());
+    let handwritten = (hands, move |(h, chain): (Arc<Hand>, Shared<Chain>), _| {
+        let key = key.clone();
+        async move {
+            let (i, current) = Chain::take(&chain);
+            let token = RefreshToken::parse(&current).expect("token");
+            let next = key.successor(&token).expect("successor");
+            let generation = i32::try_from(token.generation()).expect("generation");
+            let row = h
+                .client
+                .query_opt(
+                    &h.statement,
+                    &[
+                        &token.user_id(),
+                        &token.session_id(),
+                        &generation,
+                        &token.hash().as_str(),
+                        &next.hash().as_str(),
+                        &Some(IDLE_SECONDS),
+                        &GRACE_SECONDS,
+                    ],
+                )
+                .await
+                .expect("rotate")
+                .expect("row");
+            assert_eq!(row.get::<_, &str>(0), "rotated");
+            Chain::put(&chain, i, next.expose_secret().to_owned());
+        }
+    });
+    // The hand-written callers keep their chains for both comparisons; each hot path gets
+    // chains of its own.
+    let ours_chains: Vec<Vec<Shared<Chain>>> = (0..3)
+        .map(|_| {
+            (0..callers)
+                .map(|_| Chain::shared(chunks.next().expect("rotation sessions")))
+                .collect()
+        })
+        .collect();
+    let result = hot_compare(
+        seconds,
+        handwritten,
+        &repos,
+        |side, repo| {
+            ours_chains[side]
+                .iter()
+                .map(|chain| (repo.clone(), chain.clone()))
+                .collect()
+        },
+        |(repo, chain): (SessionRepo, Shared<Chain>), _| async move {
+            let (i, current) = Chain::take(&chain);
+            let rotation = repo.rotate(&current).await.expect("rotate");
+            let Rotation::Rotated { token, .. } = rotation else {
+                panic!("rotation failed: {rotation:?}")
+            };
+            Chain::put(&chain, i, token.expose_secret().to_owned());
+        },
+    )
+    .await;
+    print_hot(&format!("{callers} | rotate"), callers, &result);
+    summary.push(ops_summary("rotate, 8 callers", &result));
+
+    // activity, throttled (recent activity: nothing written), on lookup sessions.
+    let keys: Arc<Vec<SessionKey>> = Arc::new(
+        data.lookup
+            .iter()
+            .step_by((data.lookup.len() / 50_000).max(1))
+            .map(RefreshToken::session_key)
+            .collect(),
+    );
+    let (user_ids, session_ids): (Vec<Uuid>, Vec<Uuid>) =
+        keys.iter().map(|k| (k.user_id, k.session_id)).unzip();
+    admin
+        .execute(
+            "UPDATE auth.user_sessions SET last_active_at = now() \
+             WHERE (user_id, id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
+            &[&user_ids, &session_ids],
+        )
+        .await?;
+    let sql = query_with(
+        "update_session_activity",
+        &[
+            "user_id",
+            "id",
+            "idle_seconds",
+            "ip_address",
+            "min_interval_seconds",
+        ],
+    );
+    let mut hands = Vec::new();
+    for _ in 0..callers {
+        hands.push(hand(config, &sql).await?);
+    }
+    let k = keys.clone();
+    let handwritten = (hands, move |h: Arc<Hand>, seed| {
+        let key = pick(&k, seed);
+        async move {
+            let ip: Option<IpAddr> = None;
+            h.client
+                .query_opt(
+                    &h.statement,
+                    &[
+                        &key.user_id,
+                        &key.session_id,
+                        &Some(IDLE_SECONDS),
+                        &ip,
+                        &60i64,
+                    ],
+                )
+                .await
+                .expect("activity")
+                .expect("live");
+        }
+    });
+    let k = keys.clone();
+    let result = hot_compare(
+        seconds,
+        handwritten,
+        &repos,
+        |_, repo| vec![repo.clone(); callers],
+        move |repo: SessionRepo, seed| {
+            let key = pick(&k, seed);
+            async move {
+                repo.record_activity(key, None)
+                    .await
+                    .expect("activity")
+                    .expect("live");
+            }
+        },
+    )
+    .await;
+    print_hot(
+        &format!("{callers} | activity (throttled)"),
+        callers,
+        &result,
+    );
+    summary.push(ops_summary("activity, 8 callers", &result));
+
+    // list: a random main user's devices (10 sessions each).
+    let mut hands = Vec::new();
+    for _ in 0..callers {
+        hands.push(
+            hand(
+                config,
+                &query_with("get_user_sessions", &["user_id", "idle_seconds"]),
+            )
+            .await?,
+        );
+    }
+    let u = data.users.clone();
+    let handwritten = (hands, move |h: Arc<Hand>, seed| {
+        let user = pick(&u, seed);
+        async move {
+            let rows = h
+                .client
+                .query(&h.statement, &[&user, &Some(IDLE_SECONDS)])
+                .await
+                .expect("list");
+            for row in &rows {
+                std::hint::black_box(HandDevice::from_row(row));
+            }
+        }
+    });
+    let u = data.users.clone();
+    let result = hot_compare(
+        seconds,
+        handwritten,
+        &repos,
+        |_, repo| vec![repo.clone(); callers],
+        move |repo: SessionRepo, seed| {
+            let user = pick(&u, seed);
+            async move {
+                std::hint::black_box(repo.list_devices(user).await.expect("list"));
+            }
+        },
+    )
+    .await;
+    print_hot(&format!("{callers} | list"), callers, &result);
+    summary.push(ops_summary("list, 8 callers", &result));
+
+    // revoke: distinct live sessions, each revoked once; a list per side.
+    // Six side-seconds (the hand-written callers run beside each of the three contenders),
+    // at up to twice the one-caller bound.
+    let per_side = (2.0 * REVOKE_RATE_BOUND * seconds) as usize;
+    let revoke_count = 6 * per_side;
+    let users = new_users(admin, revoke_count / 10).await?;
+    let mut revoke: Vec<SessionKey> = bulk_sessions(admin, &users, revoke_count, Bulk::LIVE, true)
+        .await?
+        .iter()
+        .map(RefreshToken::session_key)
+        .collect();
+    // One side's share for each contender, the rest for the hand-written callers (in all
+    // three comparisons).
+    let lists: Vec<Shared<Vec<SessionKey>>> = (0..3)
+        .map(|_| {
+            Arc::new(std::sync::Mutex::new(
+                revoke.split_off(revoke.len() - per_side),
+            ))
+        })
+        .collect();
+    let hand_list: Shared<Vec<SessionKey>> = Arc::new(std::sync::Mutex::new(revoke));
+    let mut hands = Vec::new();
+    for _ in 0..callers {
+        hands.push((
+            hand(config, &query_with("revoke_session", &["user_id", "id"])).await?,
+            hand_list.clone(),
+        ));
+    }
+    let handwritten = (
+        hands,
+        |(h, list): (Arc<Hand>, Shared<Vec<SessionKey>>), _| async move {
+            let key = list
+                .lock()
+                .unwrap()
+                .pop()
+                .expect("enough sessions to revoke: raise REVOKE_RATE_BOUND");
+            h.client
+                .query_opt(&h.statement, &[&key.user_id, &key.session_id])
+                .await
+                .expect("revoke")
+                .expect("revoked");
+        },
+    );
+    let result = hot_compare(
+        seconds,
+        handwritten,
+        &repos,
+        |side, repo| vec![(repo.clone(), lists[side].clone()); callers],
+        |(repo, list): (SessionRepo, Shared<Vec<SessionKey>>), _| async move {
+            let key = list
+                .lock()
+                .unwrap()
+                .pop()
+                .expect("enough sessions to revoke: raise REVOKE_RATE_BOUND");
+            assert!(repo.revoke(key).await.expect("revoke"));
+        },
+    )
+    .await;
+    print_hot(&format!("{callers} | revoke"), callers, &result);
+    summary.push(ops_summary("revoke, 8 callers", &result));
+    hot.close();
+
+    println!(
+        "\n| load | exclusive / hand-written | **pipelined / hand-written** | pipelined p99 / \
+         hand-written p99 | pipelined with writes / hand-written | pipelined / pgbench |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let optional = |value: Option<f64>| value.map_or(String::new(), |v| format!("{v:.2}"));
+    for line in summary {
+        println!(
+            "| {} | {:.2} | **{:.2}** | {:.2} | {} | {} |",
+            line.load,
+            line.exclusive,
+            line.pipelined,
+            line.pipelined_p99,
+            optional(line.pipelined_writes),
+            optional(line.pgbench)
+        );
+    }
+    println!();
+    Ok(())
+}
+
+/// One line of section 9's summary: ratios to hand-written one connection per caller.
+struct Summary {
+    load: String,
+    exclusive: f64,
+    pipelined: f64,
+    pipelined_p99: f64,
+    pipelined_writes: Option<f64>,
+    pgbench: Option<f64>,
+}
+
+fn ops_summary(load: &str, results: &[Contender]) -> Summary {
+    Summary {
+        load: load.to_owned(),
+        exclusive: results[0].ratio(),
+        pipelined: results[1].ratio(),
+        pipelined_p99: results[1].p99_ratio(),
+        pipelined_writes: results.get(2).map(Contender::ratio),
+        pgbench: None,
+    }
 }

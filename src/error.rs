@@ -111,6 +111,10 @@ impl fmt::Display for InputProblem {
 pub struct DatabaseError(tokio_postgres::Error);
 
 impl DatabaseError {
+    pub(crate) fn new(err: tokio_postgres::Error) -> Self {
+        Self(err)
+    }
+
     /// The SQLSTATE, when the server reported the error.
     pub fn code(&self) -> Option<&SqlState> {
         self.0.code()

@@ -8,6 +8,7 @@ mod error;
 pub mod metrics;
 mod migrate;
 mod outcome;
+mod pipeline;
 mod policy;
 mod pool;
 mod repo;
@@ -21,6 +22,7 @@ pub use migrate::{
     MIGRATIONS, Migration, MigrationReport, MigrationStatus, migrate, migration_status,
 };
 pub use outcome::{RevokeReason, Rotation, Validation};
+pub use pipeline::{HotPath, MAX_PIPELINE_CONNECTIONS, PipelineSettings, PipelineStatus};
 pub use policy::{CapPolicy, SessionPolicy};
 pub use pool::{
     DEFAULT_DATABASE_URL, PoolSettings, RootCerts, SslMode, TlsSettings, build_pool,

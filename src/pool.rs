@@ -689,7 +689,12 @@ fn register_connector(pool: &Pool, connector: MakeRustlsConnect) {
 /// this crate (or is gone), and the cancel request then goes out in plaintext.
 pub(crate) fn cancel_connector(client: &deadpool_postgres::Client) -> Option<MakeRustlsConnect> {
     let pool = deadpool_postgres::Object::pool(client)?;
-    let address = pool_address(&pool);
+    pool_connector(&pool)
+}
+
+/// The TLS connector `pool` was built with; `None` when this crate did not build it.
+pub(crate) fn pool_connector(pool: &Pool) -> Option<MakeRustlsConnect> {
+    let address = pool_address(pool);
     let connectors = CONNECTORS.lock().unwrap_or_else(PoisonError::into_inner);
     // While `pool` is held, no other pool can have its address: an entry with that address
     // whose pool is gone is a stale one.

@@ -5,18 +5,23 @@ use std::sync::Arc;
 
 use db::queries::sessions as q;
 use deadpool_postgres::Pool;
+use tokio_postgres::types::{BorrowToSql, ToSql};
+use tokio_postgres::{Row, RowStream, Statement, ToStatement};
 use tracing::instrument;
 use uuid::Uuid;
 
 use crate::outcome::State;
+use crate::pipeline::{HotPath, Pipeline, PipelineSettings, PipelineStatus};
 use crate::{
     Activity, CapPolicy, Device, Error, NewSession, RefreshToken, Rotation, RotationKey, Session,
     SessionKey, SessionPolicy, SessionStats, TokenHash, Validation,
 };
 
-/// The session store. Cheap to clone: clones share one pool.
+/// The session store. Cheap to clone: clones share one pool (and, when the hot path is
+/// pipelined, its shared connections: see [`SessionRepo::with_hot_path`]).
 ///
-/// Every method takes one pooled connection and makes one round trip on it once the connection
+/// Every method takes one connection (pooled, or shared when pipelined) and makes one round
+/// trip on it once the connection
 /// has prepared the statement (each query returns rows, so the generated code uses the pool's
 /// statement cache). The exceptions: [`SessionRepo::delete_expired_batch`] runs up to three
 /// statements while its batch has room; [`SessionRepo::rotate`] of a token older than the
@@ -26,6 +31,9 @@ use crate::{
 #[derive(Clone)]
 pub struct SessionRepo {
     pool: Pool,
+    /// The shared connections of [`HotPath::Pipelined`]; `None` for [`HotPath::Exclusive`].
+    pipeline: Option<Arc<Pipeline>>,
+    hot_path: HotPath,
     policy: Arc<SessionPolicy>,
     /// The key kept by the database, loaded once, when the policy names none.
     stored_key: Arc<tokio::sync::OnceCell<RotationKey>>,
@@ -35,6 +43,11 @@ impl std::fmt::Debug for SessionRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionRepo")
             .field("pool", &self.pool.status())
+            .field("hot_path", &self.hot_path)
+            .field(
+                "pipeline",
+                &self.pipeline.as_ref().map(|pipeline| pipeline.status()),
+            )
             .field("policy", &self.policy)
             .finish()
     }
@@ -63,9 +76,66 @@ impl SessionRepo {
     fn with_valid_policy(pool: Pool, policy: SessionPolicy) -> Self {
         Self {
             pool,
+            pipeline: None,
+            hot_path: HotPath::Exclusive,
             policy: Arc::new(policy),
             stored_key: Arc::new(tokio::sync::OnceCell::new()),
         }
+    }
+
+    /// A repository over `pool` with the default [`SessionPolicy`] whose hot-path calls run
+    /// on `settings.connections` shared, pipelined connections; shorthand for
+    /// `SessionRepo::new(pool).with_hot_path(HotPath::Pipelined(settings))`.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionRepo::with_hot_path`].
+    pub fn pipelined(pool: Pool, settings: PipelineSettings) -> Result<Self, Error> {
+        Self::new(pool).with_hot_path(HotPath::Pipelined(settings))
+    }
+
+    /// This repository with its hot-path calls run as `hot_path` says; bulk calls (cleanup,
+    /// [`SessionRepo::stats`]) always check a connection out of the pool.
+    ///
+    /// With [`HotPath::Pipelined`], the read-only calls of this repository and its clones
+    /// ([`SessionRepo::find_by_token`], [`SessionRepo::validate`],
+    /// [`SessionRepo::list_devices`], [`SessionRepo::count_live`]), and the writing ones too
+    /// when [`PipelineSettings::pipeline_writes`] is set, share
+    /// [`PipelineSettings::connections`] connections of their own, besides the pool's, opened
+    /// on first use by the pool's manager (the pool's TLS settings, statement timeout and
+    /// isolation level) and each preparing a statement once. Many calls are in flight on one
+    /// connection at once, answered in order, so a call waits for the statements queued
+    /// before it on its connection, and one that waits for a row lock delays those behind it
+    /// (on the exclusive path it delays only itself). A connection that dies fails the calls
+    /// in flight on it with a retryable [`Error::Database`] (see [`Error::is_retryable`]) and
+    /// is replaced on the next call. A call whose future is dropped before it completed
+    /// retires its connection, so later calls never queue behind its statement; its
+    /// statement is canceled when no other call shares the connection at that moment.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] (field `connections`) for a connection count of 0 or above
+    /// [`crate::MAX_PIPELINE_CONNECTIONS`].
+    pub fn with_hot_path(mut self, hot_path: HotPath) -> Result<Self, Error> {
+        self.pipeline = match &hot_path {
+            HotPath::Exclusive => None,
+            HotPath::Pipelined(settings) => {
+                settings.validate()?;
+                Some(Arc::new(Pipeline::new(self.pool.clone(), settings)))
+            }
+        };
+        self.hot_path = hot_path;
+        Ok(self)
+    }
+
+    /// How the hot-path calls run.
+    pub fn hot_path(&self) -> &HotPath {
+        &self.hot_path
+    }
+
+    /// The shared connections of a pipelined hot path; `None` with [`HotPath::Exclusive`].
+    pub fn pipeline_status(&self) -> Option<PipelineStatus> {
+        self.pipeline.as_ref().map(|pipeline| pipeline.status())
     }
 
     /// The policies in force.
@@ -73,17 +143,48 @@ impl SessionRepo {
         &self.policy
     }
 
-    /// Runs one repository call on a pooled connection. When the caller drops the call's
-    /// future while a statement is in flight, the connection does not go back to the pool
-    /// (it would still be busy with that statement and stall the next caller): it is
-    /// detached and closed, and the server is asked to cancel the statement, which then rolls
-    /// back unless it had already committed. Each call is one statement, so either way
-    /// nothing is left half done and no transaction stays open.
+    /// Runs one repository call: on a shared connection when the hot path is pipelined and
+    /// the route is [`Route::Read`], or [`Route::Write`] with
+    /// [`PipelineSettings::pipeline_writes`] (see [`SessionRepo::with_hot_path`] and
+    /// [`crate::pipeline::Lease`] for what an abandoned call does there); on a pooled
+    /// connection otherwise.
+    ///
+    /// On a pooled connection, when the caller drops the call's future while a statement is
+    /// in flight, the connection does not go back to the pool (it would still be busy with
+    /// that statement and stall the next caller): it is detached and closed, and the server
+    /// is asked to cancel the statement, which then rolls back unless it had already
+    /// committed. Each call's statements are autocommit statements (no call opens a
+    /// transaction), so either way nothing is left half done and no transaction stays open.
     ///
     /// It also records on the caller's span how many rows the call returned or changed.
     async fn with_client<T: Affected>(
         &self,
-        op: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, Error>,
+        route: Route,
+        op: impl AsyncFnOnce(&Conn<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let shared = match (&self.pipeline, route) {
+            (Some(pipeline), Route::Read) => Some(pipeline),
+            (Some(pipeline), Route::Write) if pipeline.writes() => Some(pipeline),
+            _ => None,
+        };
+        let result = match shared {
+            Some(pipeline) => {
+                let lease = pipeline.lease().await?;
+                let result = op(&Conn(lease.client())).await;
+                lease.complete();
+                result
+            }
+            _ => self.with_pooled(op).await,
+        };
+        if let Ok(value) = &result {
+            tracing::Span::current().record("rows", value.rows());
+        }
+        result
+    }
+
+    async fn with_pooled<T>(
+        &self,
+        op: impl AsyncFnOnce(&Conn<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let started = std::time::Instant::now();
         let object = self.pool.get().await;
@@ -98,11 +199,8 @@ impl SessionRepo {
         let Some(client) = checkout.object.as_ref() else {
             return Err(Error::UnexpectedResponse("pooled connection missing"));
         };
-        let result = op(client).await;
+        let result = op(&Conn(client)).await;
         checkout.complete = true;
-        if let Ok(value) = &result {
-            tracing::Span::current().record("rows", value.rows());
-        }
         result
     }
 
@@ -165,7 +263,7 @@ impl SessionRepo {
         ttl_seconds: i64,
     ) -> Result<Session, Error> {
         let created = self
-            .with_client(async |client| {
+            .with_client(Route::Write, async |client| {
                 let row = q::create_session()
                     .bind(
                         client,
@@ -207,7 +305,7 @@ impl SessionRepo {
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn find_by_token(&self, presented: &str) -> Result<Option<Session>, Error> {
         let token = RefreshToken::parse(presented)?;
-        self.with_client(async |client| {
+        self.with_client(Route::Read, async |client| {
             let row = q::get_session_by_token()
                 .bind(
                     client,
@@ -231,7 +329,7 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn list_devices(&self, user_id: Uuid) -> Result<Vec<Device>, Error> {
-        self.with_client(async |client| {
+        self.with_client(Route::Read, async |client| {
             let rows = q::get_user_sessions()
                 .bind(client, &user_id, &self.policy.idle_seconds())
                 .all()
@@ -256,7 +354,7 @@ impl SessionRepo {
         session: SessionKey,
         ip_address: Option<IpAddr>,
     ) -> Result<Option<Activity>, Error> {
-        self.with_client(async |client| {
+        self.with_client(Route::Write, async |client| {
             let row = q::update_session_activity()
                 .bind(
                     client,
@@ -286,7 +384,7 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke(&self, session: SessionKey) -> Result<bool, Error> {
-        self.with_client(async |client| {
+        self.with_client(Route::Write, async |client| {
             let revoked = q::revoke_session()
                 .bind(client, &session.user_id, &session.session_id)
                 .opt()
@@ -306,7 +404,7 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke_all_except(&self, current: SessionKey) -> Result<Option<u64>, Error> {
-        self.with_client(async |client| {
+        self.with_client(Route::Write, async |client| {
             let row = q::revoke_all_sessions_except_current()
                 .bind(client, &current.user_id, &current.session_id)
                 .one()
@@ -324,7 +422,7 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn revoke_all(&self, user_id: Uuid) -> Result<u64, Error> {
-        self.with_client(async |client| {
+        self.with_client(Route::Write, async |client| {
             let revoked = q::revoke_all_user_sessions()
                 .bind(client, &user_id)
                 .one()
@@ -344,7 +442,7 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn delete_expired(&self) -> Result<u64, Error> {
-        self.with_client(async |client| {
+        self.with_client(Route::Bulk, async |client| {
             let deleted = q::delete_expired_sessions()
                 .bind(
                     client,
@@ -381,7 +479,7 @@ impl SessionRepo {
                 problem: crate::InputProblem::OutOfRange,
             });
         }
-        self.with_client(async |client| {
+        self.with_client(Route::Bulk, async |client| {
             let limit = i64::from(limit);
             let mut deleted = q::delete_expired_sessions_batch()
                 .bind(client, &limit)
@@ -414,7 +512,7 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn stats(&self) -> Result<SessionStats, Error> {
-        self.with_client(async |client| {
+        self.with_client(Route::Bulk, async |client| {
             let row = q::session_stats()
                 .bind(client, &self.policy.idle_seconds())
                 .one()
@@ -440,7 +538,7 @@ impl SessionRepo {
     /// Pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn count_live(&self, user_id: Uuid) -> Result<u64, Error> {
-        self.with_client(async |client| {
+        self.with_client(Route::Read, async |client| {
             let live = q::count_user_sessions()
                 .bind(client, &user_id, &self.policy.idle_seconds())
                 .one()
@@ -464,7 +562,7 @@ impl SessionRepo {
         let token = RefreshToken::parse(presented)?;
         let key = self.rotation_key().await?;
         let successor_hash = successor_hash(key, &token)?;
-        self.with_client(async |client| {
+        self.with_client(Route::Read, async |client| {
             let row = q::validate_session()
                 .bind(
                     client,
@@ -528,7 +626,7 @@ impl SessionRepo {
         let token = RefreshToken::parse(presented)?;
         let key = self.rotation_key().await?;
         let successor = key.successor(&token)?;
-        self.with_client(async |client| {
+        self.with_client(Route::Write, async |client| {
             let row = q::rotate_session()
                 .bind(
                     client,
@@ -745,4 +843,89 @@ fn generation(token: &RefreshToken) -> i32 {
 /// `count(*)` is never negative.
 fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+/// Where a repository call runs; see [`SessionRepo::with_client`].
+#[derive(Clone, Copy)]
+enum Route {
+    /// A single-statement call of the request path that writes nothing (lookup, validation,
+    /// listing, counting): a shared connection when pipelined.
+    Read,
+    /// A single-statement call of the request path that may commit a write (create, rotate,
+    /// activity, revocations): a shared connection only when writes are pipelined too.
+    Write,
+    /// Cleanup and statistics: always a pooled connection, never shared with the hot path.
+    Bulk,
+}
+
+/// The connection a call's statements run on, pooled or shared: a connection with a
+/// statement cache, so each query is prepared once per connection.
+struct Conn<'a>(&'a deadpool_postgres::ClientWrapper);
+
+impl db::client::GenericClient for Conn<'_> {
+    fn stmt_cache() -> bool {
+        true
+    }
+
+    async fn prepare(&self, query: &str) -> Result<Statement, tokio_postgres::Error> {
+        self.0.prepare_cached(query).await
+    }
+
+    async fn execute<T>(
+        &self,
+        query: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error>
+    where
+        T: ?Sized + ToStatement + Sync + Send,
+    {
+        self.0.execute(query, params).await
+    }
+
+    async fn query_one<T>(
+        &self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error>
+    where
+        T: ?Sized + ToStatement + Sync + Send,
+    {
+        self.0.query_one(statement, params).await
+    }
+
+    async fn query_opt<T>(
+        &self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error>
+    where
+        T: ?Sized + ToStatement + Sync + Send,
+    {
+        self.0.query_opt(statement, params).await
+    }
+
+    async fn query<T>(
+        &self,
+        query: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error>
+    where
+        T: ?Sized + ToStatement + Sync + Send,
+    {
+        self.0.query(query, params).await
+    }
+
+    async fn query_raw<T, I>(
+        &self,
+        statement: &T,
+        params: I,
+    ) -> Result<RowStream, tokio_postgres::Error>
+    where
+        T: ?Sized + ToStatement + Sync + Send,
+        I: IntoIterator + Sync + Send,
+        I::IntoIter: ExactSizeIterator,
+        I::Item: BorrowToSql,
+    {
+        self.0.query_raw(statement, params).await
+    }
 }

@@ -5,6 +5,9 @@
 //! itself (`PrivateServer` from tests/common/server.rs, in a temporary directory on a free
 //! port), never the shared server.
 //! The tests that only hold row locks use the shared server through `TestDb`.
+//!
+//! Every test runs with both hot paths (`HotPath::Exclusive` and `HotPath::Pipelined`): each
+//! body is an `async fn` taking the hot path, and two `#[tokio::test]`s call it.
 
 mod common;
 
@@ -14,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use auth_sessions::{
-    CapPolicy, Error, NewSession, PoolSettings, RefreshToken, Rotation, RotationKey, SessionPolicy,
-    SessionRepo, Validation, build_pool_with_config, migrate,
+    CapPolicy, Error, HotPath, NewSession, PipelineSettings, PoolSettings, RefreshToken, Rotation,
+    RotationKey, SessionPolicy, SessionRepo, Validation, build_pool_with_config, migrate,
 };
 use common::TestDb;
 use common::server::PrivateServer;
@@ -28,8 +31,18 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 // A private PostgreSQL server (`PrivateServer`, in tests/common/server.rs)
 // ---------------------------------------------------------------------------------------------
 
-/// Starts a private server off the runtime's threads, migrates it, and returns it with a pool.
-async fn private_server(settings: &PoolSettings) -> (Arc<PrivateServer>, SessionRepo) {
+/// The pipelined hot path with every hot-path call on the shared connections, writes too, so
+/// that the tests exercise them with every kind of call.
+fn pipelined(connections: usize) -> HotPath {
+    HotPath::Pipelined(PipelineSettings::new(connections).pipeline_writes(true))
+}
+
+/// Starts a private server off the runtime's threads, migrates it, and returns it with a
+/// repository on a pool.
+async fn private_server(
+    settings: &PoolSettings,
+    hot_path: HotPath,
+) -> (Arc<PrivateServer>, SessionRepo) {
     let server = tokio::task::spawn_blocking(PrivateServer::start)
         .await
         .expect("start the private server");
@@ -38,10 +51,11 @@ async fn private_server(settings: &PoolSettings) -> (Arc<PrivateServer>, Session
     let policy = SessionPolicy::default()
         .max_sessions_per_user(None, CapPolicy::Refuse)
         .rotation_key(key());
-    (
-        Arc::new(server),
-        SessionRepo::with_policy(pool, policy).unwrap(),
-    )
+    let repo = SessionRepo::with_policy(pool, policy)
+        .unwrap()
+        .with_hot_path(hot_path)
+        .unwrap();
+    (Arc::new(server), repo)
 }
 
 async fn insert_user(client: &Client) -> Uuid {
@@ -98,13 +112,28 @@ struct WorkerLog {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn restart_during_lookups_and_creates_recovers_without_losing_acknowledged_writes() {
+async fn restart_during_lookups_and_creates_recovers_exclusive() {
+    restart_during_lookups_and_creates_recovers_without_losing_acknowledged_writes(
+        HotPath::Exclusive,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_during_lookups_and_creates_recovers_pipelined() {
+    restart_during_lookups_and_creates_recovers_without_losing_acknowledged_writes(pipelined(2))
+        .await;
+}
+
+async fn restart_during_lookups_and_creates_recovers_without_losing_acknowledged_writes(
+    hot_path: HotPath,
+) {
     let settings = PoolSettings::default()
         .max_size(8)
         .create_timeout(Duration::from_secs(2))
         .wait_timeout(Duration::from_secs(2))
         .recycle_timeout(Duration::from_secs(2));
-    let (server, repo) = private_server(&settings).await;
+    let (server, repo) = private_server(&settings, hot_path).await;
     let admin = server.client().await;
     let mut users = Vec::new();
     for _ in 0..8 {
@@ -302,32 +331,66 @@ async fn restart_during_lookups_and_creates_recovers_without_losing_acknowledged
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terminated_backends_are_replaced_on_the_next_calls() {
-    let settings = PoolSettings::default()
-        .max_size(4)
-        .create_timeout(Duration::from_secs(2))
-        .wait_timeout(Duration::from_secs(2));
-    let (server, repo) = private_server(&settings).await;
-    let admin = server.client().await;
-    let user = insert_user(&admin).await;
-    let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+async fn terminated_backends_are_replaced_exclusive() {
+    terminated_backends_are_replaced_on_the_next_calls(HotPath::Exclusive).await;
+}
 
-    // Warm four connections at once, and note their backends.
-    let objects = futures::future::try_join_all((0..4).map(|_| repo.pool().get()))
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_backends_are_replaced_pipelined() {
+    terminated_backends_are_replaced_on_the_next_calls(pipelined(4)).await;
+}
+
+/// The backends of the pool's open connections, sorted.
+async fn pool_backends(repo: &SessionRepo) -> Vec<i32> {
+    let size = repo.pool().status().size;
+    let objects = futures::future::try_join_all((0..size).map(|_| repo.pool().get()))
         .await
-        .expect("four pooled connections");
-    let mut pool_pids = Vec::new();
+        .expect("the pool's connections");
+    let mut pids = Vec::new();
     for object in &objects {
         let pid: i32 = object
             .query_one("SELECT pg_backend_pid()", &[])
             .await
             .unwrap()
             .get(0);
-        pool_pids.push(pid);
+        pids.push(pid);
     }
-    drop(objects);
-    pool_pids.sort_unstable();
-    assert_eq!(repo.pool().status().size, 4);
+    pids.sort_unstable();
+    pids
+}
+
+async fn terminated_backends_are_replaced_on_the_next_calls(hot_path: HotPath) {
+    let settings = PoolSettings::default()
+        .max_size(4)
+        .create_timeout(Duration::from_secs(2))
+        .wait_timeout(Duration::from_secs(2));
+    let exclusive = hot_path == HotPath::Exclusive;
+    let (server, repo) = private_server(&settings, hot_path).await;
+    let admin = server.client().await;
+    let user = insert_user(&admin).await;
+    let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+
+    // Warm four hot-path connections at once, and note their backends: the pool's four, or
+    // the four shared ones (every backend but the admin's and the pool's).
+    let pool_pids = if exclusive {
+        let objects = futures::future::try_join_all((0..4).map(|_| repo.pool().get()))
+            .await
+            .expect("four pooled connections");
+        drop(objects);
+        assert_eq!(repo.pool().status().size, 4);
+        Vec::new()
+    } else {
+        futures::future::try_join_all((0..4).map(|_| repo.find_by_token(token.expose_secret())))
+            .await
+            .expect("four lookups");
+        assert_eq!(repo.pipeline_status().unwrap().open, 4);
+        pool_backends(&repo).await
+    };
+    let mut hot_pids: Vec<i32> = if exclusive {
+        pool_backends(&repo).await
+    } else {
+        Vec::new()
+    };
 
     let backends: Vec<i32> = admin
         .query(
@@ -339,10 +402,15 @@ async fn terminated_backends_are_replaced_on_the_next_calls() {
         .unwrap()
         .iter()
         .map(|r| r.get(0))
+        .filter(|pid| !pool_pids.contains(pid))
         .collect();
+    if !exclusive {
+        hot_pids = backends.clone();
+    }
+    assert_eq!(hot_pids.len(), 4, "{backends:?}");
     assert_eq!(
-        backends, pool_pids,
-        "the database's other backends are the pool's"
+        backends, hot_pids,
+        "the database's other backends are the hot path's"
     );
     let terminated: Vec<i32> = backends.iter().copied().step_by(2).collect();
     for pid in &terminated {
@@ -419,6 +487,13 @@ async fn terminated_backends_are_replaced_on_the_next_calls() {
         "terminated backends still listed: {alive:?}"
     );
     assert!(repo.pool().status().size <= 4);
+    if let Some(status) = repo.pipeline_status() {
+        assert_eq!(status.open, 4, "{status:?}");
+        assert!(
+            status.opened >= 6,
+            "two shared connections replaced: {status:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,17 +512,27 @@ async fn backend_pid(repo: &SessionRepo) -> i32 {
 }
 
 #[tokio::test]
-async fn statement_timeout_is_a_typed_error_and_the_connection_survives() {
+async fn statement_timeout_is_a_typed_error_exclusive() {
+    statement_timeout_is_a_typed_error_and_the_connection_survives(HotPath::Exclusive).await;
+}
+
+#[tokio::test]
+async fn statement_timeout_is_a_typed_error_pipelined() {
+    statement_timeout_is_a_typed_error_and_the_connection_survives(pipelined(1)).await;
+}
+
+async fn statement_timeout_is_a_typed_error_and_the_connection_survives(hot_path: HotPath) {
     let db = TestDb::with_settings(
         PoolSettings::default()
             .max_size(1)
             .statement_timeout(Duration::from_millis(200)),
     )
     .await;
-    let repo = db.repo.clone();
+    let repo = db.repo.clone().with_hot_path(hot_path).unwrap();
     let user = db.user().await;
     let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
     let pid = backend_pid(&repo).await;
+    let opened = repo.pipeline_status().map(|status| status.opened);
 
     // Another connection holds the session's row lock in an open transaction.
     let mut other = db.client().await;
@@ -484,6 +569,11 @@ async fn statement_timeout_is_a_typed_error_and_the_connection_survives() {
     );
     assert_eq!(backend_pid(&repo).await, pid, "the connection was replaced");
     assert_eq!(repo.pool().status().size, 1);
+    assert_eq!(
+        repo.pipeline_status().map(|status| status.opened),
+        opened,
+        "the shared connection was replaced"
+    );
     assert!(matches!(
         repo.validate(token.expose_secret()).await.unwrap(),
         Validation::Revoked(_)
@@ -564,12 +654,27 @@ where
 }
 
 #[tokio::test]
-async fn a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_state() {
+async fn a_dropped_rotation_or_create_leaves_no_half_state_exclusive() {
+    a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_state(HotPath::Exclusive)
+        .await;
+}
+
+#[tokio::test]
+async fn a_dropped_rotation_or_create_leaves_no_half_state_pipelined() {
+    a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_state(pipelined(2)).await;
+}
+
+async fn a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_state(
+    hot_path: HotPath,
+) {
     let db = TestDb::new().await;
     let policy = SessionPolicy::default()
         .max_sessions_per_user(Some(1), CapPolicy::EvictLeastRecentlyActive)
         .rotation_key(key());
-    let repo = SessionRepo::with_policy(db.pool.clone(), policy).unwrap();
+    let repo = SessionRepo::with_policy(db.pool.clone(), policy)
+        .unwrap()
+        .with_hot_path(hot_path)
+        .unwrap();
     let observer = db.client().await;
 
     // --- rotate ---------------------------------------------------------------------------
@@ -692,15 +797,27 @@ async fn a_dropped_rotation_or_create_leaves_no_open_transaction_and_no_half_sta
 }
 
 #[tokio::test]
-async fn an_abandoned_call_does_not_stall_the_next_caller_on_its_connection() {
-    // One connection: if an abandoned call handed it back while its statement still waited
-    // on a lock, the next call would queue behind that statement for as long as the lock is
-    // held. Instead the connection is closed, the statement canceled, and a new one serves.
+async fn an_abandoned_call_does_not_stall_the_next_caller_exclusive() {
+    an_abandoned_call_does_not_stall_the_next_caller_on_its_connection(HotPath::Exclusive).await;
+}
+
+#[tokio::test]
+async fn an_abandoned_call_does_not_stall_the_next_caller_pipelined() {
+    an_abandoned_call_does_not_stall_the_next_caller_on_its_connection(pipelined(1)).await;
+}
+
+async fn an_abandoned_call_does_not_stall_the_next_caller_on_its_connection(hot_path: HotPath) {
+    // One connection: if an abandoned call handed it back (or, pipelined, kept sharing it)
+    // while its statement still waited on a lock, the next call would queue behind that
+    // statement for as long as the lock is held. Instead the connection is closed (retired),
+    // the statement canceled, and a new one serves.
     let db = TestDb::with_settings(PoolSettings::default().max_size(1)).await;
     let repo = SessionRepo::with_policy(
         db.pool.clone(),
         SessionPolicy::default().rotation_key(key()),
     )
+    .unwrap()
+    .with_hot_path(hot_path)
     .unwrap();
     let observer = db.client().await;
     let user = db.user().await;
@@ -746,4 +863,220 @@ async fn an_abandoned_call_does_not_stall_the_next_caller_on_its_connection() {
             .unwrap()
             .is_some()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// e. The pipelined hot path: a killed shared connection, and cleanup beside lookups
+// ---------------------------------------------------------------------------------------------
+
+/// The backend of this database that waits on a lock (exactly one).
+async fn lock_waiter(observer: &Client) -> i32 {
+    let pids: Vec<i32> = observer
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND state = 'active' AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(pids.len(), 1, "lock waiters: {pids:?}");
+    pids[0]
+}
+
+/// Waits (at most 5 s) until one backend waits on a lock.
+async fn until_one_waits(observer: &Client, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lock_waiters(observer).await != 1 {
+        assert!(Instant::now() < deadline, "{what} never waited on the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_shared_connection_fails_only_its_in_flight_calls() {
+    let db = TestDb::new().await;
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default().rotation_key(key()),
+    )
+    .unwrap()
+    .with_hot_path(pipelined(2))
+    .unwrap();
+    let observer = db.client().await;
+    let user = db.user().await;
+    let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    let (_, other) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    assert_eq!(repo.pipeline_status().unwrap().open, 2);
+
+    // A rotation waits on the session's row lock on one shared connection, so every call
+    // issued on that connection after it stays in flight.
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM auth.user_sessions WHERE id = $1 FOR UPDATE",
+        &[&session.id],
+    )
+    .await
+    .unwrap();
+    let rotation = tokio::spawn({
+        let (repo, token) = (repo.clone(), token.clone());
+        async move { repo.rotate(token.expose_secret()).await }
+    });
+    until_one_waits(&observer, "rotate").await;
+    let victim = lock_waiter(&observer).await;
+
+    // Six lookups, dealt round-robin: three queue behind the rotation, three run on the other
+    // connection and finish.
+    let finished = Arc::new(AtomicU64::new(0));
+    let lookups: Vec<_> = (0..6)
+        .map(|_| {
+            let (repo, other, finished) = (repo.clone(), other.clone(), finished.clone());
+            tokio::spawn(async move {
+                let result = repo.find_by_token(other.expose_secret()).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                result
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while finished.load(Ordering::SeqCst) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the other connection's lookups hang"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        3,
+        "lookups queued behind the waiting rotation finished"
+    );
+
+    let terminated: bool = observer
+        .query_one("SELECT pg_terminate_backend($1)", &[&victim])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated);
+
+    // The rotation and the three lookups queued behind it fail, typed and retryable; the
+    // other three succeeded.
+    let rotation = tokio::time::timeout(Duration::from_secs(5), rotation)
+        .await
+        .expect("the rotation ends with its connection")
+        .unwrap();
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    for lookup in lookups {
+        match tokio::time::timeout(Duration::from_secs(5), lookup)
+            .await
+            .expect("every lookup ends")
+            .unwrap()
+        {
+            Ok(found) => {
+                assert!(found.is_some());
+                ok += 1;
+            }
+            Err(err) => failed.push(err),
+        }
+    }
+    println!("rotation: {rotation:?}; lookups: {ok} ok, failed: {failed:?}");
+    let rotation_err = rotation.expect_err("the killed connection's rotation fails");
+    assert!(
+        matches!(rotation_err, Error::Database(_)) && rotation_err.is_retryable(),
+        "{rotation_err:?}"
+    );
+    assert_eq!(ok, 3, "the other connection's lookups succeed");
+    assert_eq!(failed.len(), 3, "only the killed connection's calls fail");
+    for err in &failed {
+        assert!(
+            matches!(err, Error::Database(e) if e.is_closed()) && err.is_retryable(),
+            "{err:?}"
+        );
+    }
+    tx.rollback().await.unwrap();
+
+    // The next calls succeed: the dead connection is replaced, once.
+    for _ in 0..10 {
+        let found = repo.find_by_token(token.expose_secret()).await.unwrap();
+        assert_eq!(
+            found.map(|s| s.id),
+            Some(session.id),
+            "the rotation did not apply"
+        );
+    }
+    let status = repo.pipeline_status().unwrap();
+    assert_eq!((status.open, status.opened), (2, 3), "{status:?}");
+    assert_eq!(settle(&observer).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_cleanup_batch_does_not_block_pipelined_lookups() {
+    // The pool has one connection, and cleanup holds it while its batch waits on a row lock.
+    let db = TestDb::with_settings(
+        PoolSettings::default()
+            .max_size(1)
+            .wait_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let repo = db.repo.clone().with_hot_path(pipelined(1)).unwrap();
+    let observer = db.client().await;
+    let user = db.user().await;
+    let (live, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    let (dead, _) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    db.expire(dead.id).await;
+
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM auth.user_sessions WHERE id = $1 FOR UPDATE",
+        &[&dead.id],
+    )
+    .await
+    .unwrap();
+    let cleanup = tokio::spawn({
+        let repo = repo.clone();
+        async move { repo.delete_expired_batch(100).await }
+    });
+    until_one_waits(&observer, "the cleanup batch").await;
+
+    // Lookups and the other hot-path calls go on, on the shared connection.
+    for _ in 0..20 {
+        let started = Instant::now();
+        let found = tokio::time::timeout(
+            Duration::from_secs(1),
+            repo.find_by_token(token.expose_secret()),
+        )
+        .await
+        .expect("a lookup waited for the cleanup batch")
+        .unwrap();
+        assert_eq!(found.map(|s| s.id), Some(live.id));
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+    assert_eq!(repo.count_live(user).await.unwrap(), 1);
+    assert!(
+        repo.record_activity(live.key(), None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The same lookup on the exclusive path waits for the pool's one connection.
+    let exclusive = repo.clone().with_hot_path(HotPath::Exclusive).unwrap();
+    assert!(matches!(
+        exclusive.find_by_token(token.expose_secret()).await,
+        Err(Error::PoolTimeout)
+    ));
+    assert!(!cleanup.is_finished(), "the cleanup batch still waits");
+
+    tx.rollback().await.unwrap();
+    let deleted = tokio::time::timeout(Duration::from_secs(5), cleanup)
+        .await
+        .expect("cleanup finishes once the lock is gone")
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted, 1);
 }

@@ -3,7 +3,10 @@
 //! The test puts a small TCP relay between the pool and PostgreSQL and counts, on the wire, the
 //! messages after which the client waits for the server: `Sync` (extended protocol) and `Query`
 //! (simple protocol). A call that prepares an unnamed statement first (what
-//! `tokio_postgres::Client::execute` does with SQL text) shows up as two.
+//! `tokio_postgres::Client::execute` does with SQL text) shows up as two. It runs with both hot
+//! paths: exclusive (every call checks out the pool's one connection) and pipelined (the
+//! hot-path calls, or only the read-only ones, share one connection of their own; cleanup
+//! still uses the pool's).
 
 mod common;
 #[path = "common/relay.rs"]
@@ -13,7 +16,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use auth_sessions::{
-    NewSession, PoolSettings, Rotation, SessionRepo, Validation, build_pool_with_config,
+    HotPath, NewSession, PipelineSettings, PoolSettings, Rotation, SessionRepo, Validation,
+    build_pool_with_config,
 };
 use common::TestDb;
 use relay::CountingRelay;
@@ -29,7 +33,24 @@ fn upstream(db: &TestDb) -> (String, u16) {
 }
 
 #[tokio::test]
-async fn every_repository_call_is_one_round_trip_on_a_warm_connection() {
+async fn every_repository_call_is_one_round_trip_on_a_warm_pooled_connection() {
+    one_round_trip_per_call(HotPath::Exclusive).await;
+}
+
+#[tokio::test]
+async fn every_repository_call_is_one_round_trip_on_a_warm_shared_connection() {
+    one_round_trip_per_call(HotPath::Pipelined(
+        PipelineSettings::new(1).pipeline_writes(true),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn every_repository_call_is_one_round_trip_with_only_reads_shared() {
+    one_round_trip_per_call(HotPath::Pipelined(PipelineSettings::new(1))).await;
+}
+
+async fn one_round_trip_per_call(hot_path: HotPath) {
     let db = TestDb::new().await;
     let relay = CountingRelay::start(upstream(&db)).await;
     let direct = db.config();
@@ -43,7 +64,9 @@ async fn every_repository_call_is_one_round_trip_on_a_warm_connection() {
     }
     // One connection, so every call below reuses the same warm connection.
     let pool = build_pool_with_config(config, &PoolSettings::default().max_size(1)).unwrap();
-    let repo = SessionRepo::new(pool.clone());
+    let repo = SessionRepo::new(pool.clone())
+        .with_hot_path(hot_path.clone())
+        .unwrap();
     let user = db.user().await;
     let ip: IpAddr = "198.51.100.4".parse().unwrap();
     let new = NewSession::new(user, Duration::from_secs(3600))
@@ -116,4 +139,11 @@ async fn every_repository_call_is_one_round_trip_on_a_warm_connection() {
         2,
         "execute with SQL text: prepare, then execute"
     );
+    drop(client);
+    // The hot-path calls used one shared connection, opened once, and only the bulk call
+    // (delete_expired) and the key load used the pool's.
+    if let HotPath::Pipelined(_) = hot_path {
+        let status = repo.pipeline_status().unwrap();
+        assert_eq!((status.open, status.opened), (1, 1), "{status:?}");
+    }
 }
