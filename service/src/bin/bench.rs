@@ -141,6 +141,20 @@ async fn run(
         );
     }
 
+    let mut verify_times = Vec::new();
+    let sample = passwords.hash(PASSWORD)?;
+    for _ in 0..10 {
+        let t = Instant::now();
+        assert!(passwords.verify(PASSWORD, Some(&sample)));
+        verify_times.push(t.elapsed());
+    }
+    let verify = stats(verify_times, Duration::from_secs(1));
+    println!(
+        "one argon2id verification on one thread, alone: p50 {} ms (so at most about {:.0} logins/s per core)",
+        ms(verify.p50),
+        1.0 / verify.p50.as_secs_f64()
+    );
+
     let mut settings = Settings::new(b"bench-secret-bench-secret-bench-secret!!".to_vec());
     settings.login_per_minute = std::num::NonZeroU32::new(1_000_000).unwrap();
     settings.login_burst = std::num::NonZeroU32::new(1_000_000).unwrap();
