@@ -508,3 +508,127 @@ async fn check(response: reqwest::Response, what: &str) {
     assert!(!message.is_empty());
     assert!(body["error"].is_string(), "{what}: {body}");
 }
+
+#[tokio::test]
+async fn the_client_address_comes_from_the_trusted_proxy_header_when_configured() {
+    let db = TestDb::new().await;
+    db.user("lu@example.test").await;
+    let mut proxied = settings();
+    proxied.trusted_proxy_header = Some("x-forwarded-for".parse().unwrap());
+    let (base, _) = start(db.pool.clone(), SessionPolicy::default(), proxied).await;
+    let response = http()
+        .post(format!("{base}/login"))
+        .header("x-forwarded-for", "10.1.2.3, 203.0.113.9")
+        .json(&json!({"email": "lu@example.test", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let session: Value = response.json().await.unwrap();
+    let client = db.client().await;
+    let stored: String = client
+        .query_one("SELECT host(ip_address) FROM auth.user_sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "203.0.113.9");
+    // Activity from another address (the header's last entry) moves the session's address.
+    let list: Value = http()
+        .get(format!("{base}/sessions"))
+        .bearer_auth(s(&session, "access_token"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["sessions"][0]["ip_address"], "198.51.100.7");
+    // Without the setting, the header is ignored: the socket's address.
+    let (plain, _) = start(db.pool.clone(), SessionPolicy::default(), settings()).await;
+    let response = http()
+        .post(format!("{plain}/login"))
+        .header("x-forwarded-for", "198.51.100.1")
+        .json(&json!({"email": "lu@example.test", "password": PASSWORD, "device": "direct"}))
+        .send()
+        .await
+        .unwrap();
+    let direct: Value = response.json().await.unwrap();
+    let (_, list) = get(&plain, "/sessions", &s(&direct, "access_token")).await;
+    let mine = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|session| session["current"] == true)
+        .unwrap()
+        .clone();
+    assert_eq!(mine["ip_address"], "127.0.0.1");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn page_forms_refuse_cross_site_requests_and_requests_without_cookies() {
+    let db = TestDb::new().await;
+    db.user("mo@example.test").await;
+    let (base, _) = start(db.pool.clone(), SessionPolicy::default(), settings()).await;
+    let victim = login(&base, "mo@example.test", Some("Phone")).await;
+    let browser = http()
+        .post(format!("{base}/devices/login"))
+        .form(&[("email", "mo@example.test"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(browser.status(), StatusCode::SEE_OTHER);
+    let cookies: Vec<String> = browser
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| {
+            value
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let access_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("access_token="))
+        .unwrap();
+    let before = db.snapshot().await;
+    // What a forged cross-site form post looks like to a browser that still sends the cookie
+    // (SameSite=Strict means it would not): refused.
+    let response = http()
+        .post(format!("{base}/devices/revoke-others"))
+        .header("cookie", access_cookie)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error());
+    // Without the cookie (what SameSite=Strict makes of a cross-site post): not signed in.
+    let response = http()
+        .post(format!(
+            "{base}/devices/{}/revoke",
+            s(&victim, "session_id")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/refresh/page");
+    assert_eq!(db.snapshot().await, before);
+    // Same-site, with the cookie: done.
+    let response = http()
+        .post(format!("{base}/devices/revoke-others"))
+        .header("cookie", access_cookie)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (status, _) = get(&base, "/me", &s(&victim, "access_token")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    db.drop().await;
+}
