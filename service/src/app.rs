@@ -113,6 +113,9 @@ pub struct AppState {
     /// Password hasher.
     pub passwords: Arc<Passwords>,
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Bounds the argon2id verifications running at once (each holds `m` KiB of memory):
+    /// twice the cores; further logins wait their turn.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -131,6 +134,9 @@ impl AppState {
             tokens: Arc::new(tokens),
             passwords: Arc::new(passwords),
             limiter: Arc::new(RateLimiter::keyed(quota)),
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
             settings: Arc::new(settings),
         })
     }
@@ -197,6 +203,11 @@ impl AppState {
         let passwords = Arc::clone(&self.passwords);
         let stored = found.as_ref().map(|(_, hash)| hash.clone());
         let attempt = password.to_owned();
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Internal)?;
         let matches =
             tokio::task::spawn_blocking(move || passwords.verify(&attempt, stored.as_deref()))
                 .await
