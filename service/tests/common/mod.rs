@@ -45,6 +45,7 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub pool: Pool,
+    dropped: bool,
 }
 
 impl TestDb {
@@ -76,7 +77,12 @@ impl TestDb {
         auth_service::migrate::migrate(&pool)
             .await
             .expect("migrate");
-        Self { name, url, pool }
+        Self {
+            name,
+            url,
+            pool,
+            dropped: false,
+        }
     }
 
     /// A second pool on the same database (another instance).
@@ -114,8 +120,9 @@ impl TestDb {
         row.get(0)
     }
 
-    /// Drops the database (closing the pools first is the caller's business: FORCE).
-    pub async fn drop(self) {
+    /// Drops the database (other pools on it are cut off: FORCE).
+    pub async fn drop(mut self) {
+        self.dropped = true;
         self.pool.close();
         let admin = connect(&Config::from_str(&server_url()).unwrap()).await;
         admin
@@ -125,6 +132,37 @@ impl TestDb {
             ))
             .await
             .expect("DROP DATABASE");
+    }
+}
+
+/// A test that failed before [`TestDb::drop`] still drops its database, from a thread of its
+/// own (the test's runtime may be gone).
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        self.pool.close();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                if let Ok((client, connection)) = Config::from_str(&server_url())
+                    .unwrap()
+                    .connect(NoTls)
+                    .await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
     }
 }
 
