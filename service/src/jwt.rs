@@ -1,0 +1,81 @@
+//! Short-lived access tokens: HS256 JWTs naming the user (`sub`) and the session (`sid`).
+
+use std::time::Duration;
+
+use auth_sessions::SessionKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The issuer and audience written into and required of every access token.
+const ISSUER: &str = "auth-service";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: Uuid,
+    sid: Uuid,
+    iat: u64,
+    exp: u64,
+}
+
+/// Issues and checks access tokens with one secret.
+#[derive(Clone)]
+pub struct AccessTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for AccessTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessTokens")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessTokens {
+    /// HS256 with `secret`; tokens live `ttl`.
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl,
+        }
+    }
+
+    /// How long a token lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A token for `session`.
+    pub fn issue(&self, session: SessionKey) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            iss: ISSUER.to_owned(),
+            sub: session.user_id,
+            sid: session.session_id,
+            iat: now,
+            exp: now + self.ttl.as_secs(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+    }
+
+    /// The session a token names, if its signature, issuer and expiry check out. Says nothing
+    /// about whether the session is still live: the caller asks the database.
+    pub fn verify(&self, token: &str) -> Option<SessionKey> {
+        if token.len() > 2048 {
+            return None;
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        Some(SessionKey::new(data.claims.sub, data.claims.sid))
+    }
+}
