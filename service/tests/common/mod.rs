@@ -8,7 +8,6 @@
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -27,6 +26,14 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 pub fn server_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| auth_sessions::DEFAULT_DATABASE_URL.to_owned())
+}
+
+/// The server's connection settings for the tests' own plain connections; the service's pools
+/// take the URL whole, TLS settings (`sslmode`, `sslrootcert`) included.
+fn server_config() -> Config {
+    auth_sessions::parse_database_url(&server_url())
+        .expect("a valid DATABASE_URL")
+        .0
 }
 
 async fn connect(config: &Config) -> Client {
@@ -51,7 +58,7 @@ pub struct TestDb {
 impl TestDb {
     /// Creates and migrates a fresh database.
     pub async fn new() -> Self {
-        let admin = connect(&Config::from_str(&server_url()).expect("a valid DATABASE_URL")).await;
+        let admin = connect(&server_config()).await;
         sweep(&admin).await;
         let name = format!(
             "{PREFIX}{}_{}_{}",
@@ -70,8 +77,6 @@ impl TestDb {
             ))
             .await
             .expect("COMMENT ON DATABASE");
-        let mut config = Config::from_str(&server_url()).unwrap();
-        config.dbname(&name);
         let url = with_dbname(&server_url(), &name);
         let pool = build_pool(&url, &PoolSettings::default()).expect("pool");
         auth_service::migrate::migrate(&pool)
@@ -92,7 +97,7 @@ impl TestDb {
 
     /// A plain client on this database, for checks.
     pub async fn client(&self) -> Client {
-        let mut config = Config::from_str(&server_url()).unwrap();
+        let mut config = server_config();
         config.dbname(&self.name);
         connect(&config).await
     }
@@ -124,7 +129,7 @@ impl TestDb {
     pub async fn drop(mut self) {
         self.dropped = true;
         self.pool.close();
-        let admin = connect(&Config::from_str(&server_url()).unwrap()).await;
+        let admin = connect(&server_config()).await;
         admin
             .batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -150,11 +155,7 @@ impl Drop for TestDb {
                 .build()
                 .expect("a runtime");
             runtime.block_on(async {
-                if let Ok((client, connection)) = Config::from_str(&server_url())
-                    .unwrap()
-                    .connect(NoTls)
-                    .await
-                {
+                if let Ok((client, connection)) = server_config().connect(NoTls).await {
                     tokio::spawn(connection);
                     let _ = client
                         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
