@@ -9,9 +9,10 @@
 
 mod common;
 
-use std::net::{IpAddr, TcpListener, ToSocketAddrs};
+use common::server::PrivateServer;
+
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -327,16 +328,12 @@ async fn require_encrypts_without_a_root_and_disable_does_not() {
 // A private server that accepts only TLS
 // ---------------------------------------------------------------------------------------------
 
-/// A PostgreSQL server of the test's own: `initdb` in a fresh temporary directory, listening on
-/// a free port of 127.0.0.1 (and a socket in that directory), TLS only over TCP, with a
-/// certificate for `localhost` signed by `ca`. Stopped (`-m immediate`) and removed on drop.
+/// A private server ([`PrivateServer`]) that takes only TLS over TCP (`hostssl`, no `host`
+/// line), with a certificate for `localhost` signed by `ca`; its Unix socket, for the test's
+/// own observers, stays plain.
 struct TlsOnlyServer {
-    dir: tempfile::TempDir,
-    bindir: PathBuf,
+    server: PrivateServer,
     port: u16,
-    /// Run the binaries as `postgres` through `runuser` (they refuse to run as root).
-    as_postgres: bool,
-    ca: TestCa,
     /// The CA's certificate, for `sslrootcert`.
     ca_file: PathBuf,
 }
@@ -344,101 +341,31 @@ struct TlsOnlyServer {
 impl TlsOnlyServer {
     /// Creates and starts a server. Blocking (run it with `spawn_blocking` inside a runtime).
     fn start() -> Self {
-        let bindir = pg_bindir();
-        for program in ["initdb", "pg_ctl", "postgres"] {
-            assert!(
-                bindir.join(program).is_file(),
-                "{program} not found in {} (from `pg_config --bindir`): install the \
-                 PostgreSQL server package (for example `apt-get install postgresql`)",
-                bindir.display()
-            );
-        }
-        let as_postgres = running_as_root();
-        let dir = tempfile::Builder::new()
-            .prefix("auth-sessions-tls-")
-            .tempdir_in("/tmp")
-            .expect("create a temporary directory in /tmp");
         let ca = TestCa::new("auth-sessions test CA");
-        let ca_file = write_file(dir.path(), "ca.pem", &ca.pem());
-        let mut server = Self {
-            dir,
-            bindir,
-            port: 0,
-            as_postgres,
-            ca,
+        let mut ca_file = PathBuf::new();
+        let server = PrivateServer::start_with(
+            |data| {
+                ca_file = write_file(data, "ca.pem", &ca.pem());
+                let (cert, key) = ca.server_cert(&["localhost"]);
+                write_file(data, "server.crt", &cert);
+                let key_file = write_file(data, "server.key", &key);
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod 0600 server.key");
+                write_file(
+                    data,
+                    "pg_hba.conf",
+                    "local   all all              trust\n\
+                     hostssl all all 127.0.0.1/32 trust\n",
+                );
+            },
+            "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
+        );
+        Self {
+            port: server.port,
+            server,
             ca_file,
-        };
-        server.chown_and_restrict();
-        let data = server.data_dir().display().to_string();
-        let output = server.run(
-            "initdb",
-            &[
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-                "-D",
-                &data,
-            ],
-        );
-        server.check("initdb", &output);
-
-        let (cert, key) = server.ca.server_cert(&["localhost"]);
-        write_file(&server.data_dir(), "server.crt", &cert);
-        let key_file = write_file(&server.data_dir(), "server.key", &key);
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
-                .expect("chmod 0600 server.key");
         }
-        // Unix sockets for the test's own observers; over TCP, TLS or nothing.
-        write_file(
-            &server.data_dir(),
-            "pg_hba.conf",
-            "local   all all              trust\n\
-             hostssl all all 127.0.0.1/32 trust\n",
-        );
-        server.chown_and_restrict();
-
-        let mut last = None;
-        for _ in 0..5 {
-            server.port = free_port();
-            let output = server.pg_ctl(&["-w", "-t", "30", "start"]);
-            if output.status.success() {
-                return server;
-            }
-            last = Some(output);
-        }
-        server.check("pg_ctl start", &last.expect("at least one attempt"));
-        unreachable!()
-    }
-
-    fn chown_and_restrict(&self) {
-        if self.as_postgres {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(self.dir.path())
-                .status()
-                .expect("run chown");
-            assert!(
-                status.success(),
-                "chown of {} failed",
-                self.dir.path().display()
-            );
-        }
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o700))
-            .expect("chmod 0700 the temporary directory");
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn log_file(&self) -> PathBuf {
-        self.dir.path().join("log")
     }
 
     /// A configuration for the `postgres` database over TCP, to `host` at 127.0.0.1.
@@ -459,90 +386,15 @@ impl TlsOnlyServer {
 
     /// A plaintext connection over the Unix socket, outside any pool.
     async fn socket_client(&self) -> Client {
-        let (client, connection) = Config::new()
-            .host_path(self.dir.path())
-            .port(self.port)
-            .user("postgres")
-            .dbname("postgres")
+        let (client, connection) = self
+            .server
+            .socket_config()
             .connect(NoTls)
             .await
             .expect("connect to the private server's socket");
         tokio::spawn(connection);
         client
     }
-
-    fn pg_ctl(&self, args: &[&str]) -> Output {
-        let data = self.data_dir().display().to_string();
-        let log = self.log_file().display().to_string();
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c ssl=on \
-             -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
-            self.port,
-            self.dir.path().display()
-        );
-        let mut all = vec!["-D", &data, "-l", &log, "-o", &options];
-        all.extend_from_slice(args);
-        self.run("pg_ctl", &all)
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> Output {
-        let binary = self.bindir.join(program);
-        let mut command = if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&binary);
-            command
-        } else {
-            Command::new(&binary)
-        };
-        command
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("LC_ALL", "C")
-            .output()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()))
-    }
-
-    fn check(&self, what: &str, output: &Output) {
-        if !output.status.success() {
-            let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-            panic!(
-                "{what} failed ({}):\nstdout: {}\nstderr: {}\nserver log:\n{log}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr),
-            );
-        }
-    }
-}
-
-impl Drop for TlsOnlyServer {
-    fn drop(&mut self) {
-        let _ = self.pg_ctl(&["-w", "-t", "30", "-m", "immediate", "stop"]);
-    }
-}
-
-fn pg_bindir() -> PathBuf {
-    let output = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .unwrap_or_else(|err| {
-            panic!(
-                "cannot run pg_config ({err}): these tests start a private PostgreSQL and need \
-                 its binaries (for example `apt-get install postgresql`)"
-            )
-        });
-    assert!(output.status.success(), "pg_config --bindir failed");
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-}
-
-fn running_as_root() -> bool {
-    let output = Command::new("id").arg("-u").output().expect("run id -u");
-    String::from_utf8_lossy(&output.stdout).trim() == "0"
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
 }
 
 async fn tls_only_server() -> TlsOnlyServer {

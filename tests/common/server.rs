@@ -548,6 +548,8 @@ pub struct PrivateServer {
     dir: tempfile::TempDir,
     binaries: Binaries,
     password: String,
+    /// Server settings beyond [`SERVER_SETTINGS`], on every start.
+    options: String,
     pub port: u16,
 }
 
@@ -555,6 +557,13 @@ impl PrivateServer {
     /// Creates and starts a server. Blocking (run it with `spawn_blocking` inside a runtime).
     /// Panics with a clear message when PostgreSQL's binaries cannot be found or fail.
     pub fn start() -> Self {
+        Self::start_with(|_| {}, "")
+    }
+
+    /// [`PrivateServer::start`], with `prepare` writing files into the new cluster's data
+    /// directory before its first start (certificates, a `pg_hba.conf`: they are handed over to
+    /// the server's user afterwards) and `options` added to the server's settings.
+    pub fn start_with(prepare: impl FnOnce(&Path), options: &str) -> Self {
         let binaries = Binaries::find();
         let dir = tempfile::Builder::new()
             .prefix("auth-sessions-pg-")
@@ -571,11 +580,18 @@ impl PrivateServer {
             dir,
             binaries,
             password,
+            options: options.to_owned(),
             port: 0,
         };
         server
             .binaries
             .initdb(server.dir.path(), &server.data_dir(), &password_file);
+        prepare(&server.data_dir());
+        for entry in fs::read_dir(server.data_dir()).expect("list the data directory") {
+            server
+                .binaries
+                .hand_over(&entry.expect("a data directory entry").path());
+        }
         let mut last = None;
         for _ in 0..5 {
             server.port = free_port();
@@ -611,6 +627,18 @@ impl PrivateServer {
         url(&self.password, self.port)
     }
 
+    /// The connection settings of the `postgres` database over the server's Unix socket.
+    pub fn socket_config(&self) -> Config {
+        let mut config = Config::new();
+        config
+            .host_path(self.dir.path())
+            .port(self.port)
+            .user("postgres")
+            .password(self.password.as_str())
+            .dbname("postgres");
+        config
+    }
+
     /// A plain connection (outside any pool) to the `postgres` database.
     pub async fn client(&self) -> Client {
         let (client, connection) = self
@@ -636,9 +664,10 @@ impl PrivateServer {
 
     fn pg_ctl(&self, args: &[&str]) -> Output {
         let options = format!(
-            "-p {} -k {} {SERVER_SETTINGS}",
+            "-p {} -k {} {SERVER_SETTINGS} {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.options
         );
         self.binaries.pg_ctl(
             self.dir.path(),
