@@ -72,22 +72,21 @@ pub enum Rotation {
     Unknown,
 }
 
-/// A session's state as the database classified it.
-pub(crate) enum State {
-    Live,
+/// Why the database refused a token's session: every state but live.
+pub(crate) enum Refusal {
     Expired,
     IdleTimedOut,
     Revoked(RevokeReason),
-    TokenReused,
 }
 
-impl State {
-    pub(crate) fn parse(outcome: &str, reason: Option<&str>) -> Result<Self, Error> {
-        Ok(match outcome {
-            "live" | "rotated" => Self::Live,
+impl Refusal {
+    /// A session state as the database names it (`state` or a refusing `outcome`): `None`
+    /// when the session is live.
+    pub(crate) fn parse(state: &str, reason: Option<&str>) -> Result<Option<Self>, Error> {
+        Ok(Some(match state {
+            "live" | "rotated" => return Ok(None),
             "expired" => Self::Expired,
             "idle_timed_out" => Self::IdleTimedOut,
-            "token_reused" => Self::TokenReused,
             "revoked" => Self::Revoked(match reason {
                 Some("user") => RevokeReason::User,
                 Some("token_reused") => RevokeReason::TokenReused,
@@ -95,29 +94,26 @@ impl State {
                 _ => return Err(Error::UnexpectedResponse("unknown revocation reason")),
             }),
             _ => return Err(Error::UnexpectedResponse("unknown session outcome")),
-        })
+        }))
     }
 }
 
-impl From<State> for Validation {
-    fn from(state: State) -> Self {
-        match state {
-            State::Expired => Self::Expired,
-            State::IdleTimedOut => Self::IdleTimedOut,
-            State::Revoked(reason) => Self::Revoked(reason),
-            // Callers map the live state themselves, with the session.
-            State::Live | State::TokenReused => Self::Unknown,
+impl From<Refusal> for Validation {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Expired => Self::Expired,
+            Refusal::IdleTimedOut => Self::IdleTimedOut,
+            Refusal::Revoked(reason) => Self::Revoked(reason),
         }
     }
 }
 
-impl From<State> for Rotation {
-    fn from(state: State) -> Self {
-        match state {
-            State::Expired => Self::Expired,
-            State::IdleTimedOut => Self::IdleTimedOut,
-            State::Revoked(reason) => Self::Revoked(reason),
-            State::Live | State::TokenReused => Self::Unknown,
+impl From<Refusal> for Rotation {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Expired => Self::Expired,
+            Refusal::IdleTimedOut => Self::IdleTimedOut,
+            Refusal::Revoked(reason) => Self::Revoked(reason),
         }
     }
 }

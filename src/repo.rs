@@ -10,7 +10,7 @@ use tokio_postgres::{Row, RowStream, Statement, ToStatement};
 use tracing::instrument;
 use uuid::Uuid;
 
-use crate::outcome::State;
+use crate::outcome::Refusal;
 use crate::pipeline::{HotPath, Pipeline, PipelineSettings, PipelineStatus};
 use crate::{
     Activity, CapPolicy, Device, Error, NewSession, RefreshToken, Rotation, RotationKey, Session,
@@ -587,13 +587,13 @@ impl SessionRepo {
                 "grace" => Validation::Valid(row.into()),
                 "token_reused" => reused,
                 "stale" if !proves_ancestry(key, &token, &row) => Validation::Unknown,
-                "stale" => match State::parse(&row.state, row.revoked_reason.as_deref())? {
-                    State::Live => reused,
-                    state => state.into(),
+                "stale" => match Refusal::parse(&row.state, row.revoked_reason.as_deref())? {
+                    None => reused,
+                    Some(refusal) => refusal.into(),
                 },
-                outcome => match State::parse(outcome, row.revoked_reason.as_deref())? {
-                    State::Live => Validation::Valid(row.into()),
-                    state => state.into(),
+                outcome => match Refusal::parse(outcome, row.revoked_reason.as_deref())? {
+                    None => Validation::Valid(row.into()),
+                    Some(refusal) => refusal.into(),
                 },
             })
         })
@@ -656,8 +656,8 @@ impl SessionRepo {
                 },
                 "token_reused" => reused,
                 "stale" if !proves_ancestry(key, &token, &row) => Rotation::Unknown,
-                "stale" => match State::parse(&row.state, row.revoked_reason.as_deref())? {
-                    State::Live => {
+                "stale" => match Refusal::parse(&row.state, row.revoked_reason.as_deref())? {
+                    None => {
                         q::revoke_reused_session()
                             .bind(
                                 client,
@@ -669,15 +669,15 @@ impl SessionRepo {
                             .await?;
                         reused
                     }
-                    state => state.into(),
+                    Some(refusal) => refusal.into(),
                 },
-                outcome => match State::parse(outcome, row.revoked_reason.as_deref())? {
-                    State::Live => {
+                outcome => match Refusal::parse(outcome, row.revoked_reason.as_deref())? {
+                    None => {
                         return Err(Error::UnexpectedResponse(
                             "rotation of a live session neither rotated nor refused",
                         ));
                     }
-                    state => state.into(),
+                    Some(refusal) => refusal.into(),
                 },
             };
             if let Rotation::TokenReused {
