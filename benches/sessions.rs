@@ -2175,10 +2175,10 @@ async fn pipelined(
          in alternating slices beside each contender; p99 ratio likewise.\n"
     );
     println!(
-        "| callers | implementation | server connections | calls/s | p50 ms | p99 ms | \
-         throughput ratio | p99 ratio |"
+        "| callers | operation | implementation | server connections | calls/s | p50 ms | \
+         p99 ms | throughput ratio | p99 ratio |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let sql = lookup_sql();
     let tokens = data.lookup.clone();
     let n = tokens.len() as u64;
