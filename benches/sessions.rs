@@ -955,6 +955,60 @@ fn bench_key() -> RotationKey {
     RotationKey::from_bytes(b"benchmark rotation key, 32 bytes or more").expect("key")
 }
 
+/// Hand-written `create`: `auth.create_session` with the parameters the repository binds.
+async fn hand_create(h: &Hand, user: Uuid) {
+    let token = RefreshToken::generate(user).expect("token");
+    let hash = token.hash();
+    let device: Option<&str> = Some("bench device");
+    let ip: Option<IpAddr> = Some("192.0.2.1".parse().expect("ip"));
+    let agent: Option<&str> = Some("Bench/1.0");
+    let (generation, ttl, cap, evict) = (0i32, 86_400i64, Some(CAP), true);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+        &user,
+        &token.session_id(),
+        &generation,
+        &hash.as_str(),
+        &device,
+        &ip,
+        &agent,
+        &ttl,
+        &Some(IDLE_SECONDS),
+        &cap,
+        &evict,
+    ];
+    h.client
+        .query_one(&h.statement, &params)
+        .await
+        .expect("create");
+}
+
+/// Hand-written `rotate` of the chain's next token, with the successor the repository derives.
+async fn hand_rotate(h: &Hand, chain: &Shared<Chain>, key: &RotationKey) {
+    let (i, current) = Chain::take(chain);
+    let token = RefreshToken::parse(&current).expect("token");
+    let next = key.successor(&token).expect("successor");
+    let generation = i32::try_from(token.generation()).expect("generation");
+    let row = h
+        .client
+        .query_opt(
+            &h.statement,
+            &[
+                &token.user_id(),
+                &token.session_id(),
+                &generation,
+                &token.hash().as_str(),
+                &next.hash().as_str(),
+                &Some(IDLE_SECONDS),
+                &GRACE_SECONDS,
+            ],
+        )
+        .await
+        .expect("rotate")
+        .expect("row");
+    assert_eq!(row.get::<_, &str>(0), "rotated");
+    Chain::put(chain, i, next.expose_secret().to_owned());
+}
+
 fn pick<T: Copy>(items: &[T], seed: u64) -> T {
     items[(seed % items.len() as u64) as usize]
 }
@@ -998,31 +1052,7 @@ async fn operations(
     let u = ops.create_users.clone();
     let handwritten = (vec![h], move |h: Arc<Hand>, seed| {
         let user = pick(&u, seed);
-        async move {
-            let token = RefreshToken::generate(user).expect("token");
-            let hash = token.hash();
-            let device: Option<&str> = Some("bench device");
-            let ip: Option<IpAddr> = Some("192.0.2.1".parse().expect("ip"));
-            let agent: Option<&str> = Some("Bench/1.0");
-            let (generation, ttl, cap, evict) = (0i32, 86_400i64, Some(CAP), true);
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
-                &user,
-                &token.session_id(),
-                &generation,
-                &hash.as_str(),
-                &device,
-                &ip,
-                &agent,
-                &ttl,
-                &Some(IDLE_SECONDS),
-                &cap,
-                &evict,
-            ];
-            h.client
-                .query_one(&h.statement, &params)
-                .await
-                .expect("create");
-        }
+        async move { hand_create(&h, user).await }
     });
     let u = ops.create_users.clone();
     let ours = (vec![repo.clone()], move |repo: SessionRepo, seed| {
@@ -1261,31 +1291,7 @@ async fn rotations(args: &Args, config: &Config, ops: &Ops) -> Result<(), BoxErr
             hand_states,
             move |(h, chain): (Arc<Hand>, Shared<Chain>), _| {
                 let key = k.clone();
-                async move {
-                    let (i, current) = Chain::take(&chain);
-                    let token = RefreshToken::parse(&current).expect("token");
-                    let next = key.successor(&token).expect("successor");
-                    let generation = i32::try_from(token.generation()).expect("generation");
-                    let row = h
-                        .client
-                        .query_opt(
-                            &h.statement,
-                            &[
-                                &token.user_id(),
-                                &token.session_id(),
-                                &generation,
-                                &token.hash().as_str(),
-                                &next.hash().as_str(),
-                                &Some(IDLE_SECONDS),
-                                &GRACE_SECONDS,
-                            ],
-                        )
-                        .await
-                        .expect("rotate")
-                        .expect("row");
-                    assert_eq!(row.get::<_, &str>(0), "rotated");
-                    Chain::put(&chain, i, next.expose_secret().to_owned());
-                }
+                async move { hand_rotate(&h, &chain, &key).await }
             },
         );
         let repo = repo_for(config, callers, ops_policy())?;
@@ -2290,31 +2296,7 @@ async fn pipelined(
     let u = create_users.clone();
     let handwritten = (hands, move |h: Arc<Hand>, seed| {
         let user = pick(&u, seed);
-        async move {
-            let token = RefreshToken::generate(user).expect("token");
-            let hash = token.hash();
-            let device: Option<&str> = Some("bench device");
-            let ip: Option<IpAddr> = Some("192.0.2.1".parse().expect("ip"));
-            let agent: Option<&str> = Some("Bench/1.0");
-            let (generation, ttl, cap, evict) = (0i32, 86_400i64, Some(CAP), true);
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
-                &user,
-                &token.session_id(),
-                &generation,
-                &hash.as_str(),
-                &device,
-                &ip,
-                &agent,
-                &ttl,
-                &Some(IDLE_SECONDS),
-                &cap,
-                &evict,
-            ];
-            h.client
-                .query_one(&h.statement, &params)
-                .await
-                .expect("create");
-        }
+        async move { hand_create(&h, user).await }
     });
     let u = create_users.clone();
     let result = hot_compare(
@@ -2365,31 +2347,7 @@ async fn pipelined(
     let key = Arc::new(bench_key());
     let handwritten = (hands, move |(h, chain): (Arc<Hand>, Shared<Chain>), _| {
         let key = key.clone();
-        async move {
-            let (i, current) = Chain::take(&chain);
-            let token = RefreshToken::parse(&current).expect("token");
-            let next = key.successor(&token).expect("successor");
-            let generation = i32::try_from(token.generation()).expect("generation");
-            let row = h
-                .client
-                .query_opt(
-                    &h.statement,
-                    &[
-                        &token.user_id(),
-                        &token.session_id(),
-                        &generation,
-                        &token.hash().as_str(),
-                        &next.hash().as_str(),
-                        &Some(IDLE_SECONDS),
-                        &GRACE_SECONDS,
-                    ],
-                )
-                .await
-                .expect("rotate")
-                .expect("row");
-            assert_eq!(row.get::<_, &str>(0), "rotated");
-            Chain::put(&chain, i, next.expose_secret().to_owned());
-        }
+        async move { hand_rotate(&h, &chain, &key).await }
     });
     // The hand-written callers keep their chains for both comparisons; each hot path gets
     // chains of its own.
