@@ -9,9 +9,9 @@
 //!
 //! It builds its own data set in a database `auth_sessions_bench` on the server named by
 //! `DATABASE_URL` (default `postgres://postgres@localhost:5432/postgres`), dropped and
-//! recreated on every run. Every session row carries a real refresh token minted with
-//! `RefreshToken::generate(user)`: the benchmark keeps the token texts, bulk-loads the rows
-//! (with the SHA-256 of each text) by COPY, and presents the texts as a device would.
+//! recreated on every run. Every session row carries a real refresh token minted with the
+//! benchmark's rotation key (`RotationKey::mint`): it keeps the token texts, bulk-loads the
+//! rows (with the SHA-256 of each text) by COPY, and presents the texts as a device would.
 //! Sections:
 //! 1. storage per session on the freshly built table;
 //! 2. token lookup, `SessionRepo` vs hand-written tokio-postgres (prepared statement, same SQL)
@@ -379,7 +379,8 @@ fn timestamp(at: chrono::DateTime<Utc>) -> String {
 
 /// Loads `count` sessions, session `i` owned by `users[i % users.len()]` (so a user's
 /// sessions lie apart in the table, as sessions created over time do), each with a token
-/// minted by `RefreshToken::generate` and stored as the SHA-256 of its text, at generation 0.
+/// minted by the benchmark's key (`RotationKey::mint`) and stored as the SHA-256 of its text,
+/// at generation 0.
 /// Returns the tokens when `keep`.
 async fn bulk_sessions(
     client: &Client,
@@ -399,7 +400,7 @@ async fn bulk_sessions(
     let mut kept = Vec::with_capacity(if keep { count } else { 0 });
     let rows = (0..count).map(|i| {
         let user = users[i % users.len()];
-        let token = RefreshToken::generate(user).expect("token");
+        let token = bench_key().mint(user).expect("token");
         let expires = timestamp(
             now + chrono::Duration::seconds(spec.expires_in)
                 + chrono::Duration::microseconds(i as i64),
@@ -957,7 +958,7 @@ fn bench_key() -> RotationKey {
 
 /// Hand-written `create`: `auth.create_session` with the parameters the repository binds.
 async fn hand_create(h: &Hand, user: Uuid) {
-    let token = RefreshToken::generate(user).expect("token");
+    let token = bench_key().mint(user).expect("token");
     let hash = token.hash();
     let device: Option<&str> = Some("bench device");
     let ip: Option<IpAddr> = Some("192.0.2.1".parse().expect("ip"));
@@ -1875,7 +1876,7 @@ async fn round_trips(config: &Config, admin: &Client) -> Result<(), BoxError> {
             }};
         }
         let (session, token) = count!("create", repo.create(&NewSession::new(user, DAY)));
-        let minted = RefreshToken::generate(user)?;
+        let minted = repo.mint_token(user).await?;
         count!(
             "create_with_token",
             repo.create_with_token(&NewSession::new(user, DAY), &minted)

@@ -1,13 +1,20 @@
---! ensure_rotation_key
---- Stores `candidate` as rotation key 1 unless a key is stored already, and returns the stored
---- key. Under a concurrent first store the statement may see neither row: run it again.
-WITH inserted AS (
-    INSERT INTO auth.rotation_keys (id, key)
-    VALUES (1, :candidate)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING key
-)
-SELECT key FROM inserted
-UNION ALL
-SELECT key FROM auth.rotation_keys WHERE id = 1
-LIMIT 1;
+--: StoredKey(nonce?)
+
+--! list_rotation_keys : StoredKey
+--- Every stored rotation key, lowest id first. Read-only: works on a hot standby.
+SELECT id, key, nonce FROM auth.rotation_keys ORDER BY id;
+
+--! insert_rotation_key (nonce?)
+--- Stores key `id` (sealed, with its `nonce`, or in clear without) unless that id is taken.
+--- Returns the id, or no row when another instance stored that id first.
+INSERT INTO auth.rotation_keys (id, key, nonce)
+VALUES (:id::smallint, :key, :nonce)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+--! delete_rotation_key
+--- Deletes key `id` unless it is the highest (the active one). Returns the id, or no row.
+DELETE FROM auth.rotation_keys
+WHERE id = :id::smallint
+  AND id < (SELECT max(id) FROM auth.rotation_keys)
+RETURNING id;

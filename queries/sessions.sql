@@ -1,7 +1,7 @@
 --: NewSessionRow(device_info?, ip_address?, user_agent?)
 --: LiveSession(device_info?, ip_address?, user_agent?)
 --: UserDevice(device_info?, ip_address?)
---: SessionOutcome(stale_hash?, device_info?, ip_address?, user_agent?, revoked_reason?)
+--: SessionOutcome(current_hash?, device_info?, ip_address?, user_agent?, revoked_reason?)
 --: SessionActivity()
 --: RevokedOthers()
 --: SessionStats()
@@ -124,55 +124,39 @@ WITH revoked AS (
 )
 SELECT count(*) AS revoked FROM revoked;
 
---! revoke_reused_session (idle_seconds?)
---- Revokes live session (`user_id`, `id`) because an older token of its chain was presented
---- (the caller proved the ancestry). Returns how many sessions were revoked: 0 or 1.
-WITH revoked AS (
-    UPDATE auth.user_sessions
-    SET revoked_at = now(), revoked_reason = 'token_reused'
-    WHERE user_id = :user_id
-      AND id = :id
-      AND auth.session_is_live(revoked_at, expires_at, last_active_at, :idle_seconds::bigint, now())
-    RETURNING 1
-)
-SELECT count(*) AS revoked FROM revoked;
-
 --! rotate_session (idle_seconds?) : SessionOutcome
 --- Rotates the refresh token of session (`user_id`, `id`) in one atomic step (see
---- auth.rotate_session): `outcome` is rotated, grace, token_reused (the session is now revoked),
---- stale (an older generation: prove it and call revoke_reused_session), revoked, expired or
---- idle_timed_out; no row when the token is not one of the session's.
-SELECT outcome, state, generation, stale_hash, id, user_id, device_info, ip_address,
-    user_agent, last_active_at, expires_at, created_at, revoked_reason
+--- auth.rotate_session), for a token whose tag the caller verified: `outcome` is rotated, grace
+--- (`current_hash` is the successor to hand out), token_reused (the session is now revoked),
+--- revoked, expired or idle_timed_out; no row when the token is not one of the session's.
+SELECT outcome, state, current_hash, id, user_id, device_info, ip_address, user_agent,
+    last_active_at, expires_at, created_at, revoked_reason
 FROM auth.rotate_session(:user_id, :id, :generation::integer, :presented_hash,
     :successor_hash, :idle_seconds::bigint, :grace_seconds::bigint);
 
 --! validate_session (idle_seconds?) : SessionOutcome
---- Classifies a presented token of session (`user_id`, `id`) without changing anything, with the
---- outcomes of rotate_session: the current token gives the session's state, its parent gives
---- grace (inside the window) or token_reused, an older generation gives stale; no row when the
---- token is not one of the session's. (Generations are compared as `stored - 1`, which cannot
---- overflow, rather than `presented + 1`, which can.)
-SELECT c.outcome, c.state, c.generation, c.stale_hash, c.id, c.user_id, c.device_info,
+--- Classifies a presented token of session (`user_id`, `id`), whose tag the caller verified,
+--- without changing anything, with the outcomes of rotate_session: the current token gives the
+--- session's state; an older one gives the state when the session is not live, else grace (the
+--- parent, inside the window) or token_reused; no row when the token is not one of the
+--- session's. (Generations are compared as `stored - 1`, which cannot overflow, rather than
+--- `presented + 1`, which can.)
+SELECT c.outcome, c.state, NULL::varchar AS current_hash, c.id, c.user_id, c.device_info,
     c.ip_address, c.user_agent, c.last_active_at, c.expires_at, c.created_at, c.revoked_reason
 FROM (
     SELECT CASE
             WHEN s.generation = :generation::integer
                  AND s.refresh_token_hash = :presented_hash THEN st.state
-            WHEN s.generation - 1 = :generation::integer
-                 AND s.refresh_token_hash = :successor_hash THEN
+            WHEN s.generation > :generation::integer THEN
                 CASE
                     WHEN st.state <> 'live' THEN st.state
-                    WHEN s.rotated_at > now() - make_interval(secs => :grace_seconds::bigint)
+                    WHEN s.generation - 1 = :generation::integer
+                         AND s.rotated_at > now() - make_interval(secs => :grace_seconds::bigint)
                         THEN 'grace'
                     ELSE 'token_reused'
                 END
-            WHEN s.generation - 1 > :generation::integer THEN 'stale'
         END AS outcome,
         st.state,
-        s.generation,
-        CASE WHEN s.generation - 1 > :generation::integer THEN s.refresh_token_hash END
-            AS stale_hash,
         s.id, s.user_id, s.device_info, s.ip_address, s.user_agent, s.last_active_at,
         s.expires_at, s.created_at, s.revoked_reason
     FROM auth.user_sessions s

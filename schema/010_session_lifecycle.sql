@@ -132,25 +132,30 @@ COMMENT ON FUNCTION auth.create_session(uuid, uuid, integer, varchar, text, inet
     'Creates a session within the per-user cap (evicting, or refusing with SQLSTATE AS001).';
 
 -- Rotates the refresh token of session (`p_user_id`, `p_id`) in one atomic step, with one
--- row written (a HOT update: no indexed column changes) and no history kept. The caller
--- derives the successor from the presented token (HMAC under a server key), so every caller
--- presenting the same token brings the same successor. `outcome`:
+-- row written (a HOT update: no indexed column changes) and no history kept. The caller has
+-- verified the presented token's tag (an HMAC under a server key, over the ids, generation,
+-- key id and chain), so the token is genuine: one the server issued for this session. The
+-- caller derives the successor from it, so every caller presenting the same token under the
+-- same key brings the same successor. `outcome`:
 --   rotated         the presented token (generation `p_generation`) was current: the
 --                   successor is now current;
---   grace           the successor is already current, made less than `p_grace_seconds` ago
---                   (a concurrent or retried refresh): hand out the same successor;
---   token_reused    the presented token is the parent of the current one, replaced longer
---                   ago than the grace window: the session is revoked (RFC 9700, 4.14.2);
---   stale           the presented token claims an older generation still: nothing changes,
---                   and the current generation and hash are returned so that the caller can
---                   prove by deriving forward that it is a true ancestor (then it revokes the
---                   session with revoke_reused_session) or a forgery (unknown);
---   revoked, expired, idle_timed_out: the presented token is the current one (or the parent)
---                   but the session cannot be used;
--- and no row when the session does not exist or the token is not one of its chain.
--- `state` is the session's state after the call. Concurrent callers queue on the row lock;
--- each statement of this function takes a new snapshot, so the ones that waited see the first
--- one's rotation.
+--   grace           the presented token is the parent of the current one, replaced less than
+--                   `p_grace_seconds` ago (a concurrent or retried refresh): `current_hash`
+--                   is the current token's hash, for the caller to hand out the same successor
+--                   (it was signed by the active key of whichever instance rotated first);
+--   token_reused    the presented token is an older one of this session (the parent after the
+--                   grace window, or any earlier generation) and the session was live: it is
+--                   now revoked (RFC 9700, 4.14.2), also when a logout or a deletion committed
+--                   while this waited for the row (the reuse is reported all the same);
+--   revoked, expired, idle_timed_out: the session cannot be used (and, for an older token,
+--                   can no longer be revoked);
+-- and no row when the session does not exist, or the token claims the current generation
+-- with another hash or a later one (not a token of this session's chain).
+-- `state` is the session's state after the call ('revoked' when it was deleted meanwhile); the
+-- ids are always the arguments. No branch depends on how many generations back the presented
+-- token is: the cost of a call is one row read and at most one row written.
+-- Concurrent callers queue on the row lock; each statement of this function takes a new
+-- snapshot, so the ones that waited see the first one's rotation.
 CREATE FUNCTION auth.rotate_session(
     p_user_id uuid,
     p_id uuid,
@@ -163,8 +168,7 @@ CREATE FUNCTION auth.rotate_session(
 RETURNS TABLE (
     outcome text,
     state text,
-    generation integer,
-    stale_hash varchar,
+    current_hash varchar,
     id uuid,
     user_id uuid,
     device_info text,
@@ -181,6 +185,7 @@ AS $$
 DECLARE
     v_now timestamptz := now();
     s record;
+    v_revoked record;
 BEGIN
     UPDATE auth.user_sessions u
     SET refresh_token_hash = p_successor_hash,
@@ -195,6 +200,8 @@ BEGIN
     RETURNING u.* INTO s;
     IF FOUND THEN
         outcome := 'rotated';
+        state := auth.session_state(s.revoked_at, s.expires_at, s.last_active_at,
+                                    p_idle_seconds, v_now);
     ELSE
         SELECT u.* INTO s FROM auth.user_sessions u WHERE u.user_id = p_user_id AND u.id = p_id;
         IF NOT FOUND THEN
@@ -202,32 +209,43 @@ BEGIN
         END IF;
         state := auth.session_state(s.revoked_at, s.expires_at, s.last_active_at,
                                     p_idle_seconds, v_now);
-        IF s.generation = p_generation AND s.refresh_token_hash = p_presented_hash THEN
+        IF s.generation = p_generation THEN
+            IF s.refresh_token_hash IS DISTINCT FROM p_presented_hash THEN
+                RETURN; -- the current generation with another hash: not this chain's token
+            END IF;
             outcome := state;
-        ELSIF s.generation - 1 = p_generation AND s.refresh_token_hash = p_successor_hash THEN
+        ELSIF s.generation > p_generation THEN
             IF state <> 'live' THEN
                 outcome := state;
-            ELSIF s.rotated_at > v_now - make_interval(secs => p_grace_seconds) THEN
+            ELSIF s.generation - 1 = p_generation
+                  AND s.rotated_at > v_now - make_interval(secs => p_grace_seconds) THEN
                 outcome := 'grace';
+                current_hash := s.refresh_token_hash;
             ELSE
+                outcome := 'token_reused';
                 UPDATE auth.user_sessions u
                 SET revoked_at = v_now, revoked_reason = 'token_reused'
                 WHERE u.user_id = p_user_id AND u.id = p_id AND u.revoked_at IS NULL
-                RETURNING u.* INTO s;
-                outcome := 'token_reused';
+                RETURNING u.* INTO v_revoked;
+                IF NOT FOUND THEN
+                    -- Revoked or deleted while this waited for the row: its newest version.
+                    SELECT u.* INTO v_revoked
+                    FROM auth.user_sessions u WHERE u.user_id = p_user_id AND u.id = p_id;
+                END IF;
+                IF v_revoked.id IS NULL THEN
+                    state := 'revoked'; -- deleted meanwhile: s is the version read above
+                ELSE
+                    s := v_revoked;
+                    state := auth.session_state(s.revoked_at, s.expires_at, s.last_active_at,
+                                                p_idle_seconds, v_now);
+                END IF;
             END IF;
-        ELSIF s.generation - 1 > p_generation THEN
-            outcome := 'stale';
-            stale_hash := s.refresh_token_hash;
         ELSE
-            RETURN; -- not a token of this session: forged, or from another rotation key
+            RETURN; -- a later generation than the session's: not a token it issued
         END IF;
     END IF;
-    state := auth.session_state(s.revoked_at, s.expires_at, s.last_active_at,
-                                p_idle_seconds, v_now);
-    generation := s.generation;
-    id := s.id;
-    user_id := s.user_id;
+    id := p_id;
+    user_id := p_user_id;
     device_info := s.device_info;
     ip_address := s.ip_address;
     user_agent := s.user_agent;
@@ -240,7 +258,7 @@ END
 $$;
 
 COMMENT ON FUNCTION auth.rotate_session(uuid, uuid, integer, varchar, varchar, bigint, bigint) IS
-    'Rotates a refresh token atomically, with a grace window and reuse detection.';
+    'Rotates a verified refresh token atomically, with a grace window and reuse detection.';
 
 -- Sizes of the session table and its indexes in bytes, whatever its layout: distributed by
 -- Citus (summed over shards), hash-partitioned (summed over partitions) or a plain table.

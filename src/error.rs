@@ -76,6 +76,20 @@ pub enum Error {
     /// function from another version).
     #[error("unexpected response from the database: {0}")]
     UnexpectedResponse(&'static str),
+    /// A rotation key kept by the database cannot be used with this repository's
+    /// [`crate::KeySource`]: sealed under another wrapping key, stored in clear where a
+    /// wrapping key is configured, or sealed where none is.
+    #[error("rotation key {id} cannot be used: {reason}")]
+    RotationKeyUnusable {
+        /// The key's id.
+        id: u16,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The call needs keys kept by the database, but the repository takes its keys from the
+    /// service's secret store ([`crate::KeySource::SecretStore`]).
+    #[error("rotation keys come from the secret store, not the database")]
+    KeysNotInDatabase,
     /// The operating system's random number generator failed.
     #[error("cannot draw random bytes for a refresh token")]
     Randomness(#[source] getrandom::Error),

@@ -5,6 +5,7 @@
 mod cleanup;
 mod distribute;
 mod error;
+mod keys;
 pub mod metrics;
 mod migrate;
 mod outcome;
@@ -18,6 +19,7 @@ mod token;
 pub use cleanup::{CleanupReport, CleanupSettings, run_cleanup, spawn_cleanup};
 pub use distribute::{DistributionReport, distribute};
 pub use error::{DatabaseError, Error, InputProblem};
+pub use keys::{DatabaseKeys, KeySource, WrappingKey};
 pub use migrate::{
     MIGRATIONS, Migration, MigrationReport, MigrationStatus, migrate, migration_status,
 };
@@ -28,12 +30,15 @@ pub use pool::{
     DEFAULT_DATABASE_URL, PoolSettings, RootCerts, SslMode, TlsSettings, build_pool,
     build_pool_with_config, build_pool_with_tls, parse_database_url,
 };
-pub use repo::{MAX_REUSE_PROOF_STEPS, SessionRepo};
+pub use repo::SessionRepo;
 pub use session::{
     Activity, Device, MAX_DEVICE_INFO_CHARS, MAX_TTL, MAX_USER_AGENT_CHARS, NewSession, Session,
     SessionKey, SessionStats,
 };
-pub use token::{MAX_GENERATION, RefreshToken, RotationKey, TOKEN_PREFIX, TokenHash};
+pub use token::{
+    KeyRing, MAX_GENERATION, MAX_KEY_ID, MAX_KEYS, RefreshToken, RotationKey, TOKEN_LEN,
+    TOKEN_PREFIX, TokenHash,
+};
 
 /// Re-exported so services can name the pool type without a direct dependency.
 pub use deadpool_postgres;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{Error, InputProblem, MAX_TTL, RotationKey};
+use crate::{DatabaseKeys, Error, InputProblem, KeyRing, KeySource, MAX_TTL, RotationKey};
 
 /// What to do when a user already has the maximum number of live sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,13 +46,14 @@ pub struct SessionPolicy {
     /// that. Tombstones never slow the live path (a partial index skips them); this bounds how
     /// many accumulate. Default: 7 days. At most 10 years (zero: deleted by the next cleanup).
     pub tombstone_retention: Duration,
-    /// The server-side key that derives a rotated token's successor; every instance serving
-    /// one database must use the same. `None`: the key kept by the database
-    /// (`auth.rotation_keys`), stored at random by the first instance that needs it and shared
-    /// by all, so several instances and restarts converge with no configuration. Supply a key
-    /// (from a secret store) to keep it out of the database: see the README's threat model.
-    /// Default: `None`.
-    pub rotation_key: Option<RotationKey>,
+    /// Where the keys that sign refresh tokens come from; every instance serving one database
+    /// must see the same keys. Production: [`KeySource::SecretStore`] (keys from the service's
+    /// secret store), or [`KeySource::Database`] with [`DatabaseKeys::wrapped`] (keys in the
+    /// database, sealed under a key held outside it). Default:
+    /// [`DatabaseKeys::unwrapped_for_development`], keys in the database in clear, so that a
+    /// development setup runs with no configuration; whoever can read that table and holds an
+    /// old refresh token can derive the current one (see the README's "Rotation keys").
+    pub rotation_keys: KeySource,
 }
 
 impl Default for SessionPolicy {
@@ -64,7 +65,7 @@ impl Default for SessionPolicy {
             at_cap: CapPolicy::EvictLeastRecentlyActive,
             activity_interval: Duration::from_secs(60),
             tombstone_retention: Duration::from_secs(7 * 24 * 60 * 60),
-            rotation_key: None,
+            rotation_keys: KeySource::Database(DatabaseKeys::unwrapped_for_development()),
         }
     }
 }
@@ -144,9 +145,16 @@ impl SessionPolicy {
         self
     }
 
-    /// Sets the rotation key shared by every instance.
+    /// Sets the one rotation key, from the service's secret store, shared by every instance:
+    /// [`KeySource::SecretStore`] with a ring of that key alone.
     pub fn rotation_key(mut self, key: RotationKey) -> Self {
-        self.rotation_key = Some(key);
+        self.rotation_keys = KeySource::SecretStore(KeyRing::new(key));
+        self
+    }
+
+    /// Sets where the rotation keys come from.
+    pub fn rotation_keys(mut self, source: KeySource) -> Self {
+        self.rotation_keys = source;
         self
     }
 

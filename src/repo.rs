@@ -10,11 +10,12 @@ use tokio_postgres::{Row, RowStream, Statement, ToStatement};
 use tracing::instrument;
 use uuid::Uuid;
 
+use crate::keys::Keys;
 use crate::outcome::Refusal;
 use crate::pipeline::{HotPath, Pipeline, PipelineSettings, PipelineStatus};
 use crate::{
-    Activity, CapPolicy, Device, Error, NewSession, RefreshToken, Rotation, RotationKey, Session,
-    SessionKey, SessionPolicy, SessionStats, TokenHash, Validation,
+    Activity, CapPolicy, Device, Error, KeyRing, KeySource, NewSession, RefreshToken, Rotation,
+    RotationKey, Session, SessionKey, SessionPolicy, SessionStats, Validation,
 };
 
 /// The session store. Cheap to clone: clones share one pool (and, when the hot path is
@@ -24,10 +25,10 @@ use crate::{
 /// trip on it once the connection
 /// has prepared the statement (each query returns rows, so the generated code uses the pool's
 /// statement cache). The exceptions: [`SessionRepo::delete_expired_batch`] runs up to three
-/// statements while its batch has room; [`SessionRepo::rotate`] of a token older than the
-/// current one's parent proves it and revokes in a second statement; and the first
-/// [`SessionRepo::rotate`] or [`SessionRepo::validate`] of a repository with no configured
-/// rotation key reads the key the database keeps, once.
+/// statements while its batch has room; a token whose tag does not verify costs no statement
+/// at all; and with keys kept by the database ([`KeySource::Database`]) the calls that sign
+/// or verify tokens read the stored keys on a pooled connection when they have not been read
+/// for [`crate::DatabaseKeys::refresh_every`], or when a token names a key not yet seen.
 #[derive(Clone)]
 pub struct SessionRepo {
     pool: Pool,
@@ -35,8 +36,8 @@ pub struct SessionRepo {
     pipeline: Option<Arc<Pipeline>>,
     hot_path: HotPath,
     policy: Arc<SessionPolicy>,
-    /// The key kept by the database, loaded once, when the policy names none.
-    stored_key: Arc<tokio::sync::OnceCell<RotationKey>>,
+    /// The rotation keys, from the policy's source.
+    keys: Arc<Keys>,
 }
 
 impl std::fmt::Debug for SessionRepo {
@@ -78,8 +79,8 @@ impl SessionRepo {
             pool,
             pipeline: None,
             hot_path: HotPath::Exclusive,
+            keys: Arc::new(Keys::new(policy.rotation_keys.clone())),
             policy: Arc::new(policy),
-            stored_key: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 
@@ -209,7 +210,8 @@ impl SessionRepo {
         &self.pool
     }
 
-    /// Creates a session with a fresh refresh token (generation 0, a random session id).
+    /// Creates a session with a fresh refresh token (generation 0, a random session id, signed
+    /// by the active rotation key).
     /// Returns the session and the token, which the caller hands to the device; only the
     /// token's hash is stored.
     ///
@@ -227,19 +229,34 @@ impl SessionRepo {
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn create(&self, new: &NewSession) -> Result<(Session, RefreshToken), Error> {
         let ttl_seconds = new.validate()?;
-        let token = RefreshToken::generate(new.user_id)?;
+        let token = self.mint_token(new.user_id).await?;
         let session = self.insert(new, &token, ttl_seconds).await?;
         Ok((session, token))
     }
 
+    /// A new refresh token for a new session of `user_id` (generation 0, random session id and
+    /// chain), signed by the active rotation key, for [`SessionRepo::create_with_token`]. Runs
+    /// no statement unless keys kept by the database must be read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Randomness`] when the operating system cannot provide random bytes; with keys
+    /// kept by the database, the errors of reading them ([`Error::RotationKeyUnusable`], pool
+    /// and database errors).
+    pub async fn mint_token(&self, user_id: Uuid) -> Result<RefreshToken, Error> {
+        self.keys.ring(&self.pool).await?.active().mint(user_id)
+    }
+
     /// Creates a session for a refresh token the caller already minted (with
-    /// [`RefreshToken::generate`]): the session takes the token's ids and generation.
+    /// [`SessionRepo::mint_token`] or [`RotationKey::mint`]): the session takes the token's ids
+    /// and generation.
     ///
     /// # Errors
     ///
     /// As [`SessionRepo::create`], plus [`Error::InvalidInput`] (field `token`) when the token
-    /// was minted for another user, and [`Error::DuplicateSession`] when its session already
-    /// exists (whichever generation of its chain the token is).
+    /// was minted for another user or is not signed by one of this repository's keys, and
+    /// [`Error::DuplicateSession`] when its session already exists (whichever generation of its
+    /// chain the token is).
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn create_with_token(
         &self,
@@ -247,7 +264,7 @@ impl SessionRepo {
         token: &RefreshToken,
     ) -> Result<Session, Error> {
         let ttl_seconds = new.validate()?;
-        if token.user_id() != new.user_id {
+        if token.user_id() != new.user_id || self.verified(token).await?.is_none() {
             return Err(Error::InvalidInput {
                 field: "token",
                 problem: crate::InputProblem::OutOfRange,
@@ -550,9 +567,13 @@ impl SessionRepo {
 
     /// Classifies a token presented by a device, changing nothing: valid (with the session),
     /// expired, idle-timed-out, revoked, reused or unknown. A token replaced less than the
-    /// grace window ago by the session's current token is valid. An older token of the session
-    /// is reported as reused once it is proven a true ancestor of the current token (see
-    /// [`SessionRepo::rotate`]); a token that is not one of the session's is unknown.
+    /// grace window ago by the session's current token is valid. An older token of a live
+    /// session is reported as reused: its tag proves the server issued it for this session (see
+    /// [`SessionRepo::rotate`]). A token whose tag does not verify is unknown, at the cost of
+    /// one HMAC and no statement.
+    ///
+    /// Only reads, also the stored rotation keys: it works on a hot standby or in a read-only
+    /// transaction once a key is stored.
     ///
     /// # Errors
     ///
@@ -560,15 +581,15 @@ impl SessionRepo {
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn validate(&self, presented: &str) -> Result<Validation, Error> {
         let token = RefreshToken::parse(presented)?;
-        let key = self.rotation_key().await?;
-        let successor_hash = successor_hash(key, &token)?;
+        if self.verified(&token).await?.is_none() {
+            return Ok(Validation::Unknown);
+        }
         self.with_client(Route::Read, async |client| {
             let row = q::validate_session()
                 .bind(
                     client,
                     &generation(&token),
                     &token.hash().as_str(),
-                    &successor_hash.as_str(),
                     &self.policy.grace_seconds(),
                     &self.policy.idle_seconds(),
                     &token.user_id(),
@@ -579,17 +600,11 @@ impl SessionRepo {
             let Some(row) = row else {
                 return Ok(Validation::Unknown);
             };
-            let reused = Validation::TokenReused {
-                session_id: row.id,
-                user_id: row.user_id,
-            };
             Ok(match row.outcome.as_str() {
                 "grace" => Validation::Valid(row.into()),
-                "token_reused" => reused,
-                "stale" if !proves_ancestry(key, &token, &row) => Validation::Unknown,
-                "stale" => match Refusal::parse(&row.state, row.revoked_reason.as_deref())? {
-                    None => reused,
-                    Some(refusal) => refusal.into(),
+                "token_reused" => Validation::TokenReused {
+                    session_id: row.id,
+                    user_id: row.user_id,
                 },
                 outcome => match Refusal::parse(outcome, row.revoked_reason.as_deref())? {
                     None => Validation::Valid(row.into()),
@@ -604,72 +619,75 @@ impl SessionRepo {
     /// update) and keeps no history: the session's stored hash becomes the hash of the
     /// token's successor, which is returned, and activity is recorded.
     ///
-    /// The successor is derived from the presented token with the policy's rotation key (same
-    /// ids, next generation), so concurrent callers presenting the same token (tabs, a retried
-    /// request) within [`SessionPolicy::rotation_grace`] all receive the same new token and the
-    /// session never forks. Presenting a replaced token after that revokes the whole session
-    /// and returns [`Rotation::TokenReused`] (RFC 9700, 4.14.2). For the parent of the current
-    /// token the database proves the ancestry in the same statement; for an older one it
-    /// returns the current generation and this method derives forward from the presented
-    /// token, at most [`MAX_REUSE_PROOF_STEPS`] times: a match proves a true ancestor and a
-    /// second statement revokes the session; no match (a forgery, a token from another
-    /// rotation key, or an ancestor older than the bound) gives [`Rotation::Unknown`] and
-    /// revokes nothing.
+    /// Every token carries a tag, an HMAC under the rotation key named by its key id over its
+    /// ids, generation and chain. The tag is checked first, in constant time: a token that
+    /// does not verify (a forgery, whatever ids and generation it claims, or one signed by a
+    /// key this repository does not have) is [`Rotation::Unknown`] at the cost of one HMAC and
+    /// no statement, and revokes nothing.
+    ///
+    /// The successor is derived from the presented token with the active rotation key (same
+    /// ids and chain, next generation), so concurrent callers presenting the same token
+    /// (tabs, a retried request) within [`SessionPolicy::rotation_grace`] all receive the
+    /// same new token and the session never forks, also across instances whose active keys
+    /// differ while a new key rolls out. A verified token older than the current one (the
+    /// parent after the grace window, or any earlier generation, however old) is proven a true
+    /// ancestor by its tag alone, and the same statement revokes the live session and returns
+    /// [`Rotation::TokenReused`] (RFC 9700, 4.14.2). The work per call is the same whatever
+    /// generation the token claims: at most one statement, two HMACs and two SHA-256 hashes
+    /// (plus, inside the grace window, one HMAC per key of the ring until one matches).
     ///
     /// # Errors
     ///
-    /// [`Error::MalformedToken`] before any database call; [`Error::InvalidInput`] (field
-    /// `generation`) for a token at [`crate::MAX_GENERATION`]; [`Error::Randomness`] when no
-    /// rotation key is configured and none can be drawn; pool and database errors.
+    /// [`Error::MalformedToken`] before any database call; [`Error::Randomness`] when keys
+    /// kept by the database must be drawn and cannot be; [`Error::RotationKeyUnusable`] when a
+    /// stored key cannot be opened; pool and database errors.
     #[instrument(skip_all, fields(rows = tracing::field::Empty), err(Display))]
     pub async fn rotate(&self, presented: &str) -> Result<Rotation, Error> {
         let token = RefreshToken::parse(presented)?;
-        let key = self.rotation_key().await?;
-        let successor = key.successor(&token)?;
-        self.with_client(Route::Write, async |client| {
-            let row = q::rotate_session()
-                .bind(
-                    client,
-                    &token.user_id(),
-                    &token.session_id(),
-                    &generation(&token),
-                    &token.hash().as_str(),
-                    &successor.hash().as_str(),
-                    &self.policy.idle_seconds(),
-                    &self.policy.grace_seconds(),
-                )
-                .opt()
-                .await?;
-            let Some(row) = row else {
-                crate::metrics::rotation(&Rotation::Unknown, false);
-                return Ok(Rotation::Unknown);
-            };
-            let reused = Rotation::TokenReused {
-                session_id: row.id,
-                user_id: row.user_id,
-            };
-            let grace = row.outcome == "grace";
-            let rotation = match row.outcome.as_str() {
-                "rotated" | "grace" => Rotation::Rotated {
+        let Some(ring) = self.verified(&token).await? else {
+            crate::metrics::rotation(&Rotation::Unknown, false);
+            return Ok(Rotation::Unknown);
+        };
+        // A genuine token at the last generation has no successor (2^31 rotations).
+        let Ok(successor) = ring.active().successor(&token) else {
+            crate::metrics::rotation(&Rotation::Unknown, false);
+            return Ok(Rotation::Unknown);
+        };
+        let row = self
+            .with_client(Route::Write, async |client| {
+                Ok(q::rotate_session()
+                    .bind(
+                        client,
+                        &token.user_id(),
+                        &token.session_id(),
+                        &generation(&token),
+                        &token.hash().as_str(),
+                        &successor.hash().as_str(),
+                        &self.policy.idle_seconds(),
+                        &self.policy.grace_seconds(),
+                    )
+                    .opt()
+                    .await?)
+            })
+            .await?;
+        let grace = row.as_ref().is_some_and(|row| row.outcome == "grace");
+        let rotation = match row {
+            None => Rotation::Unknown,
+            Some(row) => match row.outcome.as_str() {
+                "rotated" => Rotation::Rotated {
                     session: row.into(),
                     token: successor,
                 },
-                "token_reused" => reused,
-                "stale" if !proves_ancestry(key, &token, &row) => Rotation::Unknown,
-                "stale" => match Refusal::parse(&row.state, row.revoked_reason.as_deref())? {
-                    None => {
-                        q::revoke_reused_session()
-                            .bind(
-                                client,
-                                &token.user_id(),
-                                &token.session_id(),
-                                &self.policy.idle_seconds(),
-                            )
-                            .one()
-                            .await?;
-                        reused
-                    }
-                    Some(refusal) => refusal.into(),
+                "grace" => match self.current_successor(&ring, &token, &row).await? {
+                    Some(current) => Rotation::Rotated {
+                        session: row.into(),
+                        token: current,
+                    },
+                    None => Rotation::Unknown,
+                },
+                "token_reused" => Rotation::TokenReused {
+                    session_id: row.id,
+                    user_id: row.user_id,
                 },
                 outcome => match Refusal::parse(outcome, row.revoked_reason.as_deref())? {
                     None => {
@@ -679,46 +697,130 @@ impl SessionRepo {
                     }
                     Some(refusal) => refusal.into(),
                 },
-            };
-            if let Rotation::TokenReused {
-                session_id,
-                user_id,
-            } = &rotation
-            {
-                tracing::warn!(%session_id, %user_id,
-                    "refresh token reused after rotation: session revoked");
-            }
-            crate::metrics::rotation(&rotation, grace);
-            Ok(rotation)
-        })
-        .await
+            },
+        };
+        if let Rotation::TokenReused {
+            session_id,
+            user_id,
+        } = &rotation
+        {
+            tracing::warn!(%session_id, %user_id,
+                "refresh token reused after rotation: session revoked");
+        }
+        crate::metrics::rotation(&rotation, grace);
+        Ok(rotation)
     }
 
-    /// The policy's rotation key or, when it names none, the key kept by the database
-    /// (`auth.rotation_keys`), stored by the first instance that needs one and read by every
-    /// other: loaded once per repository, on first use.
-    async fn rotation_key(&self) -> Result<&RotationKey, Error> {
-        if let Some(key) = &self.policy.rotation_key {
-            return Ok(key);
+    /// The ring that verifies `token`'s tag, or `None` for a token none of this repository's
+    /// keys signed. One HMAC; with keys kept by the database, a token naming a key id above
+    /// the highest known makes the keys be read again (one statement, shared by concurrent
+    /// callers).
+    async fn verified(&self, token: &RefreshToken) -> Result<Option<Arc<KeyRing>>, Error> {
+        let ring = self.keys.ring_knowing(&self.pool, token.key_id()).await?;
+        Ok(ring.verifies(token).then_some(ring))
+    }
+
+    /// Inside the grace window: the successor of `parent` that the session now holds, signed by
+    /// whichever key of the ring the instance that rotated first used (its active key, which
+    /// may not be this one's while a new key rolls out). One HMAC per key until one matches;
+    /// when none does, the keys are read again once (the parent's tag verified, so no forger
+    /// gets here).
+    async fn current_successor(
+        &self,
+        ring: &KeyRing,
+        parent: &RefreshToken,
+        row: &q::SessionOutcome,
+    ) -> Result<Option<RefreshToken>, Error> {
+        let Some(current) = row.current_hash.as_deref() else {
+            return Ok(None);
+        };
+        let matching = |ring: &KeyRing| {
+            ring.keys()
+                .filter_map(|key| key.successor(parent).ok())
+                .find(|successor| successor.hash().as_str() == current)
+        };
+        if let Some(successor) = matching(ring) {
+            return Ok(Some(successor));
         }
-        self.stored_key
-            .get_or_try_init(|| async {
-                let candidate = RotationKey::generate()?;
-                let client = self.pool.get().await?;
-                // A first store racing another instance's may see neither row (the statement's
-                // snapshot predates the other commit); the next statement sees it.
-                for _ in 0..3 {
-                    let stored = db::queries::rotation_keys::ensure_rotation_key()
-                        .bind(&client, &candidate.as_bytes().as_slice())
-                        .opt()
-                        .await?;
-                    if let Some(bytes) = stored {
-                        return RotationKey::from_bytes(&bytes);
-                    }
-                }
-                Err(Error::UnexpectedResponse("no rotation key stored"))
-            })
-            .await
+        Ok(self
+            .keys
+            .reread(&self.pool)
+            .await?
+            .and_then(|fresh| matching(&fresh)))
+    }
+
+    /// Stores a new rotation key, drawn at random, as the next id: it becomes the active key,
+    /// signing new tokens and successors, while the previous keys still verify the tokens they
+    /// signed, so nobody is logged out. This repository uses it at once; other instances
+    /// within [`crate::DatabaseKeys::refresh_every`], or as soon as they meet a token it
+    /// signed. Returns the new key's id. Run it on the primary.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeysNotInDatabase`] when the keys come from the secret store;
+    /// [`Error::InvalidInput`] (field `key_id`) when the ids are used up; [`Error::Randomness`];
+    /// pool and database errors (a concurrent addition of the same id is
+    /// [`Error::UnexpectedResponse`]: run it again).
+    pub async fn add_rotation_key(&self) -> Result<u16, Error> {
+        let KeySource::Database(database) = self.keys.source() else {
+            return Err(Error::KeysNotInDatabase);
+        };
+        let ring = self.keys.ring(&self.pool).await?;
+        let highest = ring.keys().map(RotationKey::id).max().unwrap_or(0);
+        let key = RotationKey::generate(highest.saturating_add(1))?;
+        let (stored, nonce) = database.store(&key)?;
+        let client = self.pool.get().await?;
+        db::queries::rotation_keys::insert_rotation_key()
+            .bind(
+                &client,
+                &i16::try_from(key.id()).unwrap_or(i16::MAX),
+                &stored.as_slice(),
+                &nonce.as_deref(),
+            )
+            .opt()
+            .await?
+            .ok_or(Error::UnexpectedResponse(
+                "another instance stored a rotation key with the same id",
+            ))?;
+        drop(client);
+        self.keys.reread(&self.pool).await?;
+        Ok(key.id())
+    }
+
+    /// Deletes stored rotation key `id`, unless it is the active (highest) one. Tokens it
+    /// signed are unknown afterwards, and so are their sessions' later tokens if the session
+    /// was not rotated since: retire a key only once every session has been idle-timed-out,
+    /// expired or rotated since the next key became active (README, "Rotation keys").
+    /// Returns whether a key was deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeysNotInDatabase`] when the keys come from the secret store; pool and database
+    /// errors.
+    pub async fn retire_rotation_key(&self, id: u16) -> Result<bool, Error> {
+        if !matches!(self.keys.source(), KeySource::Database(_)) {
+            return Err(Error::KeysNotInDatabase);
+        }
+        let Ok(id) = i16::try_from(id) else {
+            return Ok(false);
+        };
+        let client = self.pool.get().await?;
+        let deleted = db::queries::rotation_keys::delete_rotation_key()
+            .bind(&client, &id)
+            .opt()
+            .await?;
+        Ok(deleted.is_some())
+    }
+
+    /// The ids of the rotation keys this repository knows, the active one first (read again
+    /// from the database when they are kept there and due).
+    ///
+    /// # Errors
+    ///
+    /// With keys kept by the database, the errors of reading them.
+    pub async fn rotation_key_ids(&self) -> Result<Vec<u16>, Error> {
+        let ring = self.keys.ring(&self.pool).await?;
+        Ok(ring.keys().map(RotationKey::id).collect())
     }
 }
 
@@ -807,31 +909,6 @@ impl Affected for Rotation {
             self,
             Rotation::Rotated { .. } | Rotation::TokenReused { .. }
         ))
-    }
-}
-
-/// Most generations [`SessionRepo::rotate`] and [`SessionRepo::validate`] derive forward to
-/// prove that an old token is an ancestor of a session's current one (about 2 µs each). A
-/// replayed token older than that is reported as unknown and revokes nothing.
-pub const MAX_REUSE_PROOF_STEPS: u32 = 10_000;
-
-/// Whether `token` derives forward to the hash a `stale` outcome reported.
-fn proves_ancestry(key: &RotationKey, token: &RefreshToken, row: &q::SessionOutcome) -> bool {
-    let (Ok(current), Some(stored)) = (u32::try_from(row.generation), row.stale_hash.as_deref())
-    else {
-        return false;
-    };
-    key.hash_at(token, current, MAX_REUSE_PROOF_STEPS)
-        .is_some_and(|hash| hash.as_str() == stored)
-}
-
-/// The hash of `token`'s successor; a token at the last generation has none, and a hash that
-/// matches no stored one stands in.
-fn successor_hash(key: &RotationKey, token: &RefreshToken) -> Result<TokenHash, Error> {
-    match key.successor(token) {
-        Ok(successor) => Ok(successor.hash()),
-        Err(Error::InvalidInput { .. }) => Ok(token.hash()),
-        Err(err) => Err(err),
     }
 }
 

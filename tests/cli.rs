@@ -250,11 +250,7 @@ async fn cleanup_deletes_in_batches_and_stats_count_by_state() {
     assert_eq!(db.session_rows().await, 2);
     assert!(
         db.repo
-            .find_by_token(
-                auth_sessions::RefreshToken::generate(user)
-                    .unwrap()
-                    .expose_secret()
-            )
+            .find_by_token(db.repo.mint_token(user).await.unwrap().expose_secret())
             .await
             .unwrap()
             .is_none()

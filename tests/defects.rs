@@ -5,6 +5,10 @@
 //! then the other transaction commits, and the call resumes against the newest row version.
 
 mod common;
+#[path = "common/relay.rs"]
+mod relay;
+#[path = "common/tokens.rs"]
+mod tokens;
 
 use std::time::{Duration, Instant};
 
@@ -314,10 +318,11 @@ async fn a_thousand_rotations_leave_one_row_and_the_first_token_is_still_reuse()
     );
 }
 
-/// Beyond the proof bound, an old token cannot be told from a forgery: it is unknown and
-/// revokes nothing. A forged token of a real session (right ids, wrong secret) is unknown too.
+/// A genuine ancestor of any age is reuse and revokes the session (the proof is its tag, not a
+/// walk bounded in generations); a forged token of a real session (right ids, a tag of another
+/// key) is unknown and revokes nothing.
 #[tokio::test]
-async fn forgeries_and_ancestors_beyond_the_bound_are_unknown_and_revoke_nothing() {
+async fn reuse_proof_an_ancestor_of_any_age_revokes_and_a_forgery_is_unknown() {
     let db = TestDb::new().await;
     let repo = SessionRepo::with_policy(
         db.pool.clone(),
@@ -326,12 +331,10 @@ async fn forgeries_and_ancestors_beyond_the_bound_are_unknown_and_revoke_nothing
     .unwrap();
     let user = db.user().await;
     let (session, first) = repo.create(&new_session(user)).await.expect("create");
-    // Another key's successor: right ids and generation, wrong secret.
+    // Another key's successor: right ids, chain and generation, wrong tag.
     let foreign = RotationKey::from_bytes(&[7; 32]).expect("key");
     let forged = foreign.successor(&first).expect("successor");
-    let Rotation::Rotated { token: current, .. } =
-        repo.rotate(first.expose_secret()).await.expect("rotate")
-    else {
+    let Rotation::Rotated { .. } = repo.rotate(first.expose_secret()).await.expect("rotate") else {
         panic!("rotation");
     };
     assert_eq!(
@@ -342,35 +345,43 @@ async fn forgeries_and_ancestors_beyond_the_bound_are_unknown_and_revoke_nothing
         repo.validate(forged.expose_secret()).await.expect("forged"),
         Validation::Unknown
     );
-
-    // Jump the stored generation past the proof bound.
     let client = db.client().await;
+    let reason = async || -> Option<String> {
+        client
+            .query_one(
+                "SELECT revoked_reason FROM auth.user_sessions WHERE user_id = $1 AND id = $2",
+                &[&session.user_id, &session.id],
+            )
+            .await
+            .expect("read back")
+            .get(0)
+    };
+    assert_eq!(reason().await, None, "the forgery revoked nothing");
+
+    // Jump the stored generation far past the old proof bound of 10,000 derivations.
     client
         .execute(
-            "UPDATE auth.user_sessions SET generation = generation + $3 \
+            "UPDATE auth.user_sessions SET generation = generation + 1000000 \
              WHERE user_id = $1 AND id = $2",
-            &[
-                &session.user_id,
-                &session.id,
-                &(auth_sessions::MAX_REUSE_PROOF_STEPS as i32 + 1),
-            ],
+            &[&session.user_id, &session.id],
         )
         .await
         .expect("jump generations");
     assert_eq!(
-        repo.rotate(first.expose_secret()).await.expect("old"),
-        Rotation::Unknown
+        repo.validate(first.expose_secret()).await.expect("old"),
+        Validation::TokenReused {
+            session_id: session.id,
+            user_id: user
+        }
     );
-    let reason: Option<String> = client
-        .query_one(
-            "SELECT revoked_reason FROM auth.user_sessions WHERE user_id = $1 AND id = $2",
-            &[&session.user_id, &session.id],
-        )
-        .await
-        .expect("read back")
-        .get(0);
-    assert_eq!(reason, None, "nothing was revoked");
-    drop(current);
+    assert_eq!(
+        repo.rotate(first.expose_secret()).await.expect("old"),
+        Rotation::TokenReused {
+            session_id: session.id,
+            user_id: user
+        }
+    );
+    assert_eq!(reason().await.as_deref(), Some("token_reused"));
 }
 
 /// Defect 2: tombstones (revoked rows) slowed their user's logins and counts, scanned under the
@@ -443,4 +454,179 @@ async fn tombstones_cost_the_live_path_nothing() {
             "{what} filters rows:\n{plan}"
         );
     }
+}
+
+/// The reuse proof costs a constant: a forged token (the ids of a real session read off any of
+/// its tokens, any generation, a valid check, a tag no key gave) is refused by one HMAC before
+/// any statement, however far behind the session's generation it claims to be, and revokes
+/// nothing. (It used to cost a statement and then up to 10,000 HMAC steps on the async worker,
+/// and its response time told how often the session refreshes.) Counted on the wire.
+#[tokio::test]
+async fn reuse_proof_of_a_forged_token_costs_no_statement_at_any_generation() {
+    let db = TestDb::new().await;
+    let relay = relay::CountingRelay::start(upstream(&db)).await;
+    let repo = SessionRepo::with_policy(
+        relayed_pool(&db, &relay),
+        SessionPolicy::default().rotation_key(key()),
+    )
+    .unwrap();
+    let user = db.user().await;
+    let (session, first) = repo.create(&new_session(user)).await.expect("create");
+    let Rotation::Rotated { token: current, .. } =
+        repo.rotate(first.expose_secret()).await.expect("rotate")
+    else {
+        panic!("rotation");
+    };
+    // The session at generation 10,000 (its stored hash is no token's: nothing here needs it).
+    db.client()
+        .await
+        .execute(
+            "UPDATE auth.user_sessions SET generation = 10000 WHERE user_id = $1 AND id = $2",
+            &[&user, &session.id],
+        )
+        .await
+        .expect("jump generations");
+    for generation in [
+        0,
+        1,
+        9_998,
+        9_999,
+        10_000,
+        10_001,
+        auth_sessions::MAX_GENERATION,
+    ] {
+        let forged = tokens::forged(user, session.id, generation);
+        let before = relay.count();
+        assert_eq!(
+            repo.rotate(&forged).await.expect("rotate"),
+            Rotation::Unknown
+        );
+        assert_eq!(
+            repo.validate(&forged).await.expect("validate"),
+            Validation::Unknown
+        );
+        assert_eq!(
+            relay.count() - before,
+            0,
+            "a forged token at generation {generation} reached the database"
+        );
+    }
+    // Nothing was revoked: the session is as it was.
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT revoked_at IS NULL, generation FROM auth.user_sessions \
+             WHERE user_id = $1 AND id = $2",
+            &[&user, &session.id],
+        )
+        .await
+        .expect("read back");
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, i32>(1)), (true, 10000));
+    drop(current);
+}
+
+/// A rotation that finds the presented token old waits for the session's row to revoke it; a
+/// logout (`revoke`) or a deletion of the user committing meanwhile left the old function's
+/// record all NULL: `rotate` failed with "error deserializing column 2" (a service answered
+/// 500) and the theft signal was lost. Now the reuse is reported with the session's ids.
+#[tokio::test]
+async fn reuse_after_a_logout_committed_meanwhile_is_still_reported() {
+    reuse_with_a_held_change(
+        "UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'user' \
+         WHERE user_id = $1 AND id = $2",
+        Some("user"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn reuse_after_the_user_was_deleted_meanwhile_is_still_reported() {
+    reuse_with_a_held_change(
+        "DELETE FROM auth.users WHERE id = $1 AND $2::uuid IS NOT NULL",
+        None,
+    )
+    .await;
+}
+
+/// Rotates a session once, holds `held` (on the session's row) in an open transaction, replays
+/// the replaced token after the grace window, commits once the replay waits for the row, and
+/// expects `TokenReused`; then the row holds `reason`, or is gone when `reason` is `None`.
+async fn reuse_with_a_held_change(held: &str, reason: Option<&str>) {
+    let db = TestDb::new().await;
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default()
+            .rotation_key(key())
+            .rotation_grace(Duration::ZERO),
+    )
+    .unwrap();
+    let user = db.user().await;
+    let (session, first) = repo.create(&new_session(user)).await.expect("create");
+    let Rotation::Rotated { .. } = repo.rotate(first.expose_secret()).await.expect("rotate") else {
+        panic!("rotation");
+    };
+    let mut holder = db.client().await;
+    let transaction = holder.transaction().await.expect("begin");
+    transaction
+        .execute(held, &[&user, &session.id])
+        .await
+        .expect("held change");
+    let replay = tokio::spawn({
+        let repo = repo.clone();
+        let text = first.expose_secret().to_owned();
+        async move { repo.rotate(&text).await }
+    });
+    until_blocked(&db.client().await).await;
+    transaction.commit().await.expect("commit");
+    let replayed = replay.await.expect("join");
+    assert!(
+        matches!(
+            replayed,
+            Ok(Rotation::TokenReused { session_id, user_id })
+                if session_id == session.id && user_id == user
+        ),
+        "{replayed:?}"
+    );
+    let stored: Option<Option<String>> = db
+        .client()
+        .await
+        .query_opt(
+            "SELECT revoked_reason FROM auth.user_sessions WHERE user_id = $1 AND id = $2",
+            &[&user, &session.id],
+        )
+        .await
+        .expect("read back")
+        .map(|row| row.get(0));
+    assert_eq!(stored, reason.map(|reason| Some(reason.to_owned())));
+}
+
+/// A pool whose connections go through `relay`.
+fn relayed_pool(
+    db: &TestDb,
+    relay: &relay::CountingRelay,
+) -> auth_sessions::deadpool_postgres::Pool {
+    let direct = db.config();
+    let mut config = tokio_postgres::Config::new();
+    config.host("127.0.0.1").port(relay.port).dbname(&db.name);
+    if let Some(user) = direct.get_user() {
+        config.user(user);
+    }
+    if let Some(password) = direct.get_password() {
+        config.password(password);
+    }
+    auth_sessions::build_pool_with_config(
+        config,
+        &auth_sessions::PoolSettings::default().max_size(1),
+    )
+    .expect("pool")
+}
+
+fn upstream(db: &TestDb) -> (String, u16) {
+    let config = db.config();
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "localhost".to_owned(),
+    };
+    (host, config.get_ports().first().copied().unwrap_or(5432))
 }

@@ -2,13 +2,15 @@
 //! activity, against a real PostgreSQL.
 
 mod common;
+#[path = "common/tokens.rs"]
+mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use auth_sessions::{
     CapPolicy, Error, NewSession, PoolSettings, RefreshToken, RevokeReason, Rotation, RotationKey,
-    SessionKey, SessionPolicy, SessionRepo, TOKEN_PREFIX, Validation,
+    SessionKey, SessionPolicy, SessionRepo, Validation,
 };
 use common::TestDb;
 use uuid::Uuid;
@@ -240,25 +242,18 @@ async fn a_different_rotation_key_cannot_claim_the_grace_window() {
     assert_eq!(rotated(&repo_a, &t1).await.generation(), 2);
 }
 
-/// A token with this session's ids, the check recomputed, and a secret of our choosing: what
+/// A token with this session's ids, the check recomputed, and a tag of our choosing: what
 /// someone who read the ids off a token (they are in clear) could forge.
-fn forge(session: SessionKey, generation: u32, secret: [u8; 32]) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    let mut payload = Vec::with_capacity(72);
-    payload.extend_from_slice(session.user_id.as_bytes());
-    payload.extend_from_slice(session.session_id.as_bytes());
-    payload.extend_from_slice(&generation.to_be_bytes());
-    payload.extend_from_slice(&secret);
-    let check = sha2::Sha256::new()
-        .chain_update(TOKEN_PREFIX.as_bytes())
-        .chain_update(&payload)
-        .finalize();
-    payload.extend_from_slice(&check[..4]);
-    let text = format!(
-        "{TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&payload)
-    );
+fn forge(session: SessionKey, generation: u32, tag: [u8; 32]) -> String {
+    let text = tokens::Fields {
+        user: session.user_id,
+        session: session.session_id,
+        generation,
+        key_id: 1,
+        chain: [7; 16],
+        tag,
+    }
+    .encode();
     let parsed = RefreshToken::parse(&text).expect("a well-formed forgery");
     assert_eq!(
         (parsed.session_key(), parsed.generation()),
@@ -374,7 +369,7 @@ async fn every_outcome_of_validate_and_rotate() {
     let repo = repo(&db, SessionPolicy::default());
     let user = db.user().await;
 
-    let stranger = RefreshToken::generate(user).unwrap();
+    let stranger = key().mint(user).unwrap();
     assert_eq!(
         repo.validate(stranger.expose_secret()).await.unwrap(),
         Validation::Unknown
@@ -661,15 +656,17 @@ async fn an_unexpected_outcome_is_a_typed_error() {
     // A schema function from some other version that answers with an outcome we do not know.
     client
         .batch_execute(
-            "CREATE OR REPLACE FUNCTION auth.rotate_session(p_user_id uuid, p_id uuid, \
+            "DROP FUNCTION auth.rotate_session(uuid, uuid, integer, varchar, varchar, bigint, \
+                 bigint); \
+             CREATE FUNCTION auth.rotate_session(p_user_id uuid, p_id uuid, \
                  p_generation integer, p_presented_hash varchar, p_successor_hash varchar, \
                  p_idle_seconds bigint, p_grace_seconds bigint) \
-             RETURNS TABLE (outcome text, state text, generation integer, stale_hash varchar, \
+             RETURNS TABLE (outcome text, state text, current_hash varchar, \
                  id uuid, user_id uuid, device_info text, ip_address inet, user_agent text, \
                  last_active_at timestamptz, expires_at timestamptz, created_at timestamptz, \
                  revoked_reason text) \
              LANGUAGE sql AS \
-             $$ SELECT 'haunted'::text, 'live'::text, s.generation, NULL::varchar, s.id, \
+             $$ SELECT 'haunted'::text, 'live'::text, NULL::varchar, s.id, \
                     s.user_id, s.device_info, s.ip_address, s.user_agent, s.last_active_at, \
                     s.expires_at, s.created_at, s.revoked_reason \
                 FROM auth.user_sessions s WHERE s.user_id = p_user_id AND s.id = p_id $$",

@@ -303,7 +303,6 @@ async fn every_statement_touches_one_partition_except_cleanup_and_stats() {
                 ],
             )),
             "revoke_session" => runs.push((name, session_of(1))),
-            "revoke_reused_session" => runs.push((name, session_of(4))),
             "revoke_all_sessions_except_current" => runs.push((name, session_of(3))),
             "revoke_all_user_sessions" => runs.push((name, session_of(5))),
             "rotate_session" => {}

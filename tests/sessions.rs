@@ -1,6 +1,8 @@
 //! Every repository method and every error variant, against a real PostgreSQL.
 
 mod common;
+#[path = "common/tokens.rs"]
+mod tokens;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -15,49 +17,32 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::TestDb;
 use db::queries::sessions as q;
 use sha2::{Digest, Sha256};
+use tokens::Fields;
 use uuid::Uuid;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// The default tombstone retention, in seconds (7 days).
 const RETENTION_SECONDS: i64 = 7 * 24 * 60 * 60;
 
-/// Encodes a token by the documented format, independently of the library: `asr1_` and
-/// base64url (no padding) of user (16) | session (16) | generation (u32 BE) | secret (32) |
-/// check, where the check is the first 4 bytes of SHA-256 over the prefix and those 68 bytes.
-fn encode_token(user: Uuid, session: Uuid, generation: u32, secret: &[u8; 32]) -> String {
-    let mut body = Vec::with_capacity(72);
-    body.extend_from_slice(user.as_bytes());
-    body.extend_from_slice(session.as_bytes());
-    body.extend_from_slice(&generation.to_be_bytes());
-    body.extend_from_slice(secret);
-    let digest = Sha256::new()
-        .chain_update(TOKEN_PREFIX.as_bytes())
-        .chain_update(&body)
-        .finalize();
-    body.extend_from_slice(&digest[..4]);
-    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(&body))
-}
-
-/// The secret bytes of a token's text.
-fn secret_of(text: &str) -> [u8; 32] {
-    let body = URL_SAFE_NO_PAD.decode(&text[TOKEN_PREFIX.len()..]).unwrap();
-    body[36..68].try_into().unwrap()
-}
-
 /// `token` with its user id replaced by `user` and the check recomputed: well formed, and
-/// otherwise identical (session id, generation, secret).
+/// otherwise identical (session id, generation, chain, tag), so its tag no longer verifies.
 fn with_user_id(token: &RefreshToken, user: Uuid) -> String {
-    let altered = encode_token(
-        user,
-        token.session_id(),
-        token.generation(),
-        &secret_of(token.expose_secret()),
-    );
+    let altered = tokens::with_user_id(token.expose_secret(), user);
     let parsed = RefreshToken::parse(&altered).expect("an altered token is well formed");
     assert_eq!(parsed.user_id(), user);
     assert_eq!(parsed.session_id(), token.session_id());
     assert_eq!(parsed.generation(), token.generation());
     altered
+}
+
+/// Key 1 of those the database keeps, once a call of `db.repo` stored it.
+async fn stored_key(db: &TestDb) -> Vec<u8> {
+    let client = db.client().await;
+    client
+        .query_one("SELECT key FROM auth.rotation_keys WHERE id = 1", &[])
+        .await
+        .expect("a stored key")
+        .get(0)
 }
 
 /// Every row of `auth.user_sessions`, every column, as text: to prove a call changed nothing.
@@ -146,7 +131,7 @@ async fn create_then_find_by_token_round_trips_every_field() {
     assert_eq!((token.user_id(), token.session_id()), (user, created.id));
     assert_eq!(token.generation(), 0);
     assert!(token.expose_secret().starts_with(TOKEN_PREFIX));
-    assert_eq!(token.expose_secret().len(), 101);
+    assert_eq!(token.expose_secret().len(), 125);
 
     let found = db.repo.find_by_token(token.expose_secret()).await.unwrap();
     assert_eq!(found.as_ref(), Some(&created));
@@ -178,8 +163,8 @@ async fn unknown_tokens_are_none_and_malformed_tokens_are_rejected() {
     let (_, real) = db.repo.create(&laptop(user)).await.unwrap();
     // Well formed but never stored: for a user that does not exist, and for a real user.
     for stranger in [
-        RefreshToken::generate(Uuid::new_v4()).unwrap(),
-        RefreshToken::generate(user).unwrap(),
+        db.repo.mint_token(Uuid::new_v4()).await.unwrap(),
+        db.repo.mint_token(user).await.unwrap(),
     ] {
         assert_unknown_and_inert(
             &db,
@@ -201,10 +186,10 @@ async fn unknown_tokens_are_none_and_malformed_tokens_are_rejected() {
         "a\0b".to_owned(),
         // The previous format: 43 characters of base64url.
         URL_SAFE_NO_PAD.encode([7u8; 32]),
-        format!("{TOKEN_PREFIX}{}", "!".repeat(96)),
+        format!("{TOKEN_PREFIX}{}", "!".repeat(120)),
         text[..text.len() - 1].to_owned(),
         format!("{text}A"),
-        format!("asr2_{}", &text[TOKEN_PREFIX.len()..]),
+        format!("asr1_{}", &text[TOKEN_PREFIX.len()..]),
         format!(" {}", &text[1..]),
         text.to_uppercase(),
         flipped,
@@ -719,7 +704,7 @@ async fn deleting_a_user_cascades_to_their_sessions() {
 async fn duplicate_session_is_its_own_error_and_prints_no_secret() {
     let db = TestDb::new().await;
     let user = db.user().await;
-    let token = RefreshToken::generate(user).unwrap();
+    let token = db.repo.mint_token(user).await.unwrap();
     let created = db
         .repo
         .create_with_token(&laptop(user), &token)
@@ -766,7 +751,7 @@ async fn duplicate_session_is_its_own_error_and_prints_no_secret() {
 
     // A token minted for another user is refused, and nothing is written.
     let other = db.user().await;
-    let foreign = RefreshToken::generate(other).unwrap();
+    let foreign = db.repo.mint_token(other).await.unwrap();
     let err = db
         .repo
         .create_with_token(&laptop(user), &foreign)
@@ -910,7 +895,7 @@ async fn other_database_failures_are_database_errors_without_row_values() {
         )
         .await
         .unwrap();
-    let again = RefreshToken::generate(user).unwrap();
+    let again = db.repo.mint_token(user).await.unwrap();
     let err = db
         .repo
         .create_with_token(&laptop(user), &again)
@@ -945,15 +930,14 @@ async fn a_forged_token_for_an_existing_session_is_unknown_and_revokes_nothing()
     let db = TestDb::new().await;
     let user = db.user().await;
     let (session, token) = db.repo.create(&laptop(user)).await.unwrap();
-    let forge = |generation: u32| encode_token(user, session.id, generation, &[0x5a; 32]);
+    let forge = |generation: u32| tokens::forged(user, session.id, generation);
 
-    // The session's ids and current generation with another secret; and the next generation,
-    // which is not the successor the rotation key derives.
+    // The session's ids and current generation with another tag; and later generations.
     for generation in [0, 1, 2, 1000] {
         assert_unknown_and_inert(&db, &db.repo, &forge(generation), "forged").await;
     }
-    // After two rotations, an older generation must be proven an ancestor of the current token
-    // by deriving forward; a forged one is not, and revokes nothing.
+    // After two rotations, an older generation is reuse only when its tag verifies; a forged
+    // one is unknown and revokes nothing.
     let current = rotated(&db.repo, &rotated(&db.repo, &token).await).await;
     assert_eq!(current.generation(), 2);
     for generation in [0, 1, 2, 3] {
@@ -995,7 +979,17 @@ async fn a_token_whose_user_id_was_altered_finds_nothing_and_changes_nothing() {
 
     // Even when the other user has a session with the very same session id (the primary key is
     // (user_id, id)), the altered token's hash differs from that session's.
-    let twin = RefreshToken::parse(&encode_token(other, session.id, 0, &[0x11; 32])).unwrap();
+    let twin = Fields {
+        user: other,
+        session: session.id,
+        generation: 0,
+        key_id: 1,
+        chain: [0x11; 16],
+        tag: [0; 32],
+    }
+    .signed(&stored_key(&db).await)
+    .encode();
+    let twin = RefreshToken::parse(&twin).unwrap();
     let twin_session = db
         .repo
         .create_with_token(&laptop(other), &twin)
@@ -1009,8 +1003,8 @@ async fn a_token_whose_user_id_was_altered_finds_nothing_and_changes_nothing() {
         "same session id, generation 0",
     )
     .await;
-    // Or a later generation: the altered token then claims an older one, which does not derive
-    // forward to the stored hash, so nothing is revoked.
+    // Or a later generation: the altered token then claims an older one, but its tag does not
+    // verify, so nothing is revoked.
     let twin_current = rotated(&db.repo, &rotated(&db.repo, &twin).await).await;
     assert_unknown_and_inert(
         &db,
@@ -1051,10 +1045,9 @@ async fn a_well_formed_token_at_the_last_generation_is_unknown_and_cannot_rotate
     let db = TestDb::new().await;
     let user = db.user().await;
     let (session, token) = db.repo.create(&laptop(user)).await.unwrap();
-    let secret = [0x42; 32];
     // For a session that does not exist, and for the ids of a real one.
     for (owner, id) in [(Uuid::new_v4(), Uuid::new_v4()), (user, session.id)] {
-        let presented = encode_token(owner, id, auth_sessions::MAX_GENERATION, &secret);
+        let presented = tokens::forged(owner, id, auth_sessions::MAX_GENERATION);
         assert_eq!(
             RefreshToken::parse(&presented).unwrap().generation(),
             auth_sessions::MAX_GENERATION
@@ -1066,15 +1059,10 @@ async fn a_well_formed_token_at_the_last_generation_is_unknown_and_cannot_rotate
             matches!(validated, Ok(Validation::Unknown)),
             "validate: {validated:?}"
         );
+        // Unknown, as validate says (it was once an input error, answered 400 by a service).
         let rotated = db.repo.rotate(&presented).await;
         assert!(
-            matches!(
-                rotated,
-                Err(Error::InvalidInput {
-                    field: "generation",
-                    ..
-                })
-            ),
+            matches!(rotated, Ok(Rotation::Unknown)),
             "rotate: {rotated:?}"
         );
         assert_eq!(all_rows(&db).await, before);

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use auth_sessions::{Error, NewSession, RefreshToken, Rotation};
+use auth_sessions::{Error, NewSession, Rotation};
 use common::TestDb;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -59,7 +59,7 @@ async fn spans_name_the_operation_count_rows_and_time_it_without_secrets() {
     // its hash either.
     let err = db.repo.create_with_token(&new, &next).await.unwrap_err();
     assert!(matches!(err, Error::DuplicateSession), "{err:?}");
-    let stranger = RefreshToken::generate(user).unwrap();
+    let stranger = db.repo.mint_token(user).await.unwrap();
     db.repo.create_with_token(&new, &stranger).await.unwrap();
     db.repo.revoke_all(user).await.unwrap();
     db.repo.delete_expired_batch(100).await.unwrap();

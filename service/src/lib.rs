@@ -13,6 +13,7 @@ pub mod api;
 pub mod app;
 pub mod error;
 pub mod jwt;
+pub mod keys;
 pub mod migrate;
 pub mod pages;
 pub mod password;

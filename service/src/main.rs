@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use auth_service::{AppState, Settings, migrate, password::Passwords, users};
-use auth_sessions::{CleanupSettings, PoolSettings, SessionRepo, build_pool};
+use auth_sessions::{
+    CleanupSettings, KeySource, PoolSettings, SessionPolicy, SessionRepo, build_pool,
+};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -33,6 +35,12 @@ enum Command {
         /// HS256 secret of access tokens (32 bytes or more).
         #[arg(long, env = "AUTH_SERVICE_JWT_SECRET", hide_env_values = true)]
         jwt_secret: String,
+        /// A file holding the refresh-token rotation keys (a mounted secret): `ID:BASE64`
+        /// entries (32 random bytes or more each), one per line or comma-separated, the first
+        /// signing, the others verifying. Without it they are read from the variable
+        /// AUTH_SERVICE_ROTATION_KEYS (never a flag: a flag's value shows in the process list).
+        #[arg(long)]
+        rotation_keys_file: Option<std::path::PathBuf>,
         /// Access-token lifetime, seconds.
         #[arg(long, default_value_t = 300)]
         access_ttl_secs: u64,
@@ -131,6 +139,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Serve {
             listen,
             jwt_secret,
+            rotation_keys_file,
             access_ttl_secs,
             refresh_ttl_secs,
             trusted_proxy_header,
@@ -149,7 +158,24 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             settings.login_per_minute = login_per_minute;
             settings.login_burst = login_burst;
             settings.argon2 = argon.params()?;
-            let repo = SessionRepo::new(pool);
+            let keys = match (
+                std::env::var("AUTH_SERVICE_ROTATION_KEYS"),
+                rotation_keys_file,
+            ) {
+                (_, Some(path)) => std::fs::read_to_string(&path)
+                    .map_err(|err| format!("cannot read {}: {err}", path.display()))?,
+                (Ok(keys), None) => keys,
+                (Err(_), None) => {
+                    return Err(
+                        "rotation keys are required: set AUTH_SERVICE_ROTATION_KEYS or \
+                                --rotation-keys-file (see --help)"
+                            .into(),
+                    );
+                }
+            };
+            let ring = auth_service::keys::parse_rotation_keys(&keys)?;
+            let policy = SessionPolicy::default().rotation_keys(KeySource::SecretStore(ring));
+            let repo = SessionRepo::with_policy(pool, policy)?;
             let state = AppState::new(repo.clone(), settings)?;
             let (stop_cleanup, cleanup_stopped) = tokio::sync::oneshot::channel::<()>();
             let cleanup = auth_sessions::spawn_cleanup(repo, CleanupSettings::default(), async {

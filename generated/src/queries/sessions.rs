@@ -49,12 +49,6 @@ pub struct RevokeAllSessionsExceptCurrentParams {
     pub user_id: uuid::Uuid,
     pub current_id: uuid::Uuid,
 }
-#[derive(Clone, Copy, Debug)]
-pub struct RevokeReusedSessionParams {
-    pub user_id: uuid::Uuid,
-    pub id: uuid::Uuid,
-    pub idle_seconds: Option<i64>,
-}
 #[derive(Debug)]
 pub struct RotateSessionParams<T1: crate::StringSql, T2: crate::StringSql> {
     pub user_id: uuid::Uuid,
@@ -66,10 +60,9 @@ pub struct RotateSessionParams<T1: crate::StringSql, T2: crate::StringSql> {
     pub grace_seconds: i64,
 }
 #[derive(Debug)]
-pub struct ValidateSessionParams<T1: crate::StringSql, T2: crate::StringSql> {
+pub struct ValidateSessionParams<T1: crate::StringSql> {
     pub generation: i32,
     pub presented_hash: T1,
-    pub successor_hash: T2,
     pub grace_seconds: i64,
     pub idle_seconds: Option<i64>,
     pub user_id: uuid::Uuid,
@@ -238,8 +231,7 @@ pub struct RevokedOthers {
 pub struct SessionOutcome {
     pub outcome: String,
     pub state: String,
-    pub generation: i32,
-    pub stale_hash: Option<String>,
+    pub current_hash: Option<String>,
     pub id: uuid::Uuid,
     pub user_id: uuid::Uuid,
     pub device_info: Option<String>,
@@ -253,8 +245,7 @@ pub struct SessionOutcome {
 pub struct SessionOutcomeBorrowed<'a> {
     pub outcome: &'a str,
     pub state: &'a str,
-    pub generation: i32,
-    pub stale_hash: Option<&'a str>,
+    pub current_hash: Option<&'a str>,
     pub id: uuid::Uuid,
     pub user_id: uuid::Uuid,
     pub device_info: Option<&'a str>,
@@ -270,8 +261,7 @@ impl<'a> From<SessionOutcomeBorrowed<'a>> for SessionOutcome {
         SessionOutcomeBorrowed {
             outcome,
             state,
-            generation,
-            stale_hash,
+            current_hash,
             id,
             user_id,
             device_info,
@@ -286,8 +276,7 @@ impl<'a> From<SessionOutcomeBorrowed<'a>> for SessionOutcome {
         Self {
             outcome: outcome.into(),
             state: state.into(),
-            generation,
-            stale_hash: stale_hash.map(|v| v.into()),
+            current_hash: current_hash.map(|v| v.into()),
             id,
             user_id,
             device_info: device_info.map(|v| v.into()),
@@ -1405,66 +1394,14 @@ impl RevokeAllUserSessionsStmt {
         }
     }
 }
-pub struct RevokeReusedSessionStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Revokes live session (`user_id`, `id`) because an older token of its chain was presented
-/// (the caller proved the ancestry). Returns how many sessions were revoked: 0 or 1.
-pub fn revoke_reused_session() -> RevokeReusedSessionStmt {
-    RevokeReusedSessionStmt(
-        "WITH revoked AS ( UPDATE auth.user_sessions SET revoked_at = now(), revoked_reason = 'token_reused' WHERE user_id = $1 AND id = $2 AND auth.session_is_live(revoked_at, expires_at, last_active_at, $3::bigint, now()) RETURNING 1 ) SELECT count(*) AS revoked FROM revoked",
-        None,
-    )
-}
-impl RevokeReusedSessionStmt {
-    pub async fn prepare<'a, C: GenericClient>(
-        mut self,
-        client: &'a C,
-    ) -> Result<Self, tokio_postgres::Error> {
-        self.1 = Some(client.prepare(self.0).await?);
-        Ok(self)
-    }
-    pub fn bind<'c, 'a, 's, C: GenericClient>(
-        &'s self,
-        client: &'c C,
-        user_id: &'a uuid::Uuid,
-        id: &'a uuid::Uuid,
-        idle_seconds: &'a Option<i64>,
-    ) -> I64Query<'c, 'a, 's, C, i64, 3> {
-        I64Query {
-            client,
-            params: [user_id, id, idle_seconds],
-            query: self.0,
-            cached: self.1.as_ref(),
-            extractor: |row| Ok(row.try_get(0)?),
-            mapper: |it| it,
-        }
-    }
-}
-impl<'c, 'a, 's, C: GenericClient>
-    crate::client::async_::Params<
-        'c,
-        'a,
-        's,
-        RevokeReusedSessionParams,
-        I64Query<'c, 'a, 's, C, i64, 3>,
-        C,
-    > for RevokeReusedSessionStmt
-{
-    fn params(
-        &'s self,
-        client: &'c C,
-        params: &'a RevokeReusedSessionParams,
-    ) -> I64Query<'c, 'a, 's, C, i64, 3> {
-        self.bind(client, &params.user_id, &params.id, &params.idle_seconds)
-    }
-}
 pub struct RotateSessionStmt(&'static str, Option<tokio_postgres::Statement>);
 /// Rotates the refresh token of session (`user_id`, `id`) in one atomic step (see
-/// auth.rotate_session): `outcome` is rotated, grace, token_reused (the session is now revoked),
-/// stale (an older generation: prove it and call revoke_reused_session), revoked, expired or
-/// idle_timed_out; no row when the token is not one of the session's.
+/// auth.rotate_session), for a token whose tag the caller verified: `outcome` is rotated, grace
+/// (`current_hash` is the successor to hand out), token_reused (the session is now revoked),
+/// revoked, expired or idle_timed_out; no row when the token is not one of the session's.
 pub fn rotate_session() -> RotateSessionStmt {
     RotateSessionStmt(
-        "SELECT outcome, state, generation, stale_hash, id, user_id, device_info, ip_address, user_agent, last_active_at, expires_at, created_at, revoked_reason FROM auth.rotate_session($1, $2, $3::integer, $4, $5, $6::bigint, $7::bigint)",
+        "SELECT outcome, state, current_hash, id, user_id, device_info, ip_address, user_agent, last_active_at, expires_at, created_at, revoked_reason FROM auth.rotate_session($1, $2, $3::integer, $4, $5, $6::bigint, $7::bigint)",
         None,
     )
 }
@@ -1506,17 +1443,16 @@ impl RotateSessionStmt {
                 Ok(SessionOutcomeBorrowed {
                     outcome: row.try_get(0)?,
                     state: row.try_get(1)?,
-                    generation: row.try_get(2)?,
-                    stale_hash: row.try_get(3)?,
-                    id: row.try_get(4)?,
-                    user_id: row.try_get(5)?,
-                    device_info: row.try_get(6)?,
-                    ip_address: row.try_get(7)?,
-                    user_agent: row.try_get(8)?,
-                    last_active_at: row.try_get(9)?,
-                    expires_at: row.try_get(10)?,
-                    created_at: row.try_get(11)?,
-                    revoked_reason: row.try_get(12)?,
+                    current_hash: row.try_get(2)?,
+                    id: row.try_get(3)?,
+                    user_id: row.try_get(4)?,
+                    device_info: row.try_get(5)?,
+                    ip_address: row.try_get(6)?,
+                    user_agent: row.try_get(7)?,
+                    last_active_at: row.try_get(8)?,
+                    expires_at: row.try_get(9)?,
+                    created_at: row.try_get(10)?,
+                    revoked_reason: row.try_get(11)?,
                 })
             },
             mapper: |it| SessionOutcome::from(it),
@@ -1551,14 +1487,15 @@ impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql>
     }
 }
 pub struct ValidateSessionStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Classifies a presented token of session (`user_id`, `id`) without changing anything, with the
-/// outcomes of rotate_session: the current token gives the session's state, its parent gives
-/// grace (inside the window) or token_reused, an older generation gives stale; no row when the
-/// token is not one of the session's. (Generations are compared as `stored - 1`, which cannot
-/// overflow, rather than `presented + 1`, which can.)
+/// Classifies a presented token of session (`user_id`, `id`), whose tag the caller verified,
+/// without changing anything, with the outcomes of rotate_session: the current token gives the
+/// session's state; an older one gives the state when the session is not live, else grace (the
+/// parent, inside the window) or token_reused; no row when the token is not one of the
+/// session's. (Generations are compared as `stored - 1`, which cannot overflow, rather than
+/// `presented + 1`, which can.)
 pub fn validate_session() -> ValidateSessionStmt {
     ValidateSessionStmt(
-        "SELECT c.outcome, c.state, c.generation, c.stale_hash, c.id, c.user_id, c.device_info, c.ip_address, c.user_agent, c.last_active_at, c.expires_at, c.created_at, c.revoked_reason FROM ( SELECT CASE WHEN s.generation = $1::integer AND s.refresh_token_hash = $2 THEN st.state WHEN s.generation - 1 = $1::integer AND s.refresh_token_hash = $3 THEN CASE WHEN st.state <> 'live' THEN st.state WHEN s.rotated_at > now() - make_interval(secs => $4::bigint) THEN 'grace' ELSE 'token_reused' END WHEN s.generation - 1 > $1::integer THEN 'stale' END AS outcome, st.state, s.generation, CASE WHEN s.generation - 1 > $1::integer THEN s.refresh_token_hash END AS stale_hash, s.id, s.user_id, s.device_info, s.ip_address, s.user_agent, s.last_active_at, s.expires_at, s.created_at, s.revoked_reason FROM auth.user_sessions s CROSS JOIN LATERAL ( SELECT auth.session_state(s.revoked_at, s.expires_at, s.last_active_at, $5::bigint, now()) AS state ) st WHERE s.user_id = $6 AND s.id = $7 ) c WHERE c.outcome IS NOT NULL",
+        "SELECT c.outcome, c.state, NULL::varchar AS current_hash, c.id, c.user_id, c.device_info, c.ip_address, c.user_agent, c.last_active_at, c.expires_at, c.created_at, c.revoked_reason FROM ( SELECT CASE WHEN s.generation = $1::integer AND s.refresh_token_hash = $2 THEN st.state WHEN s.generation > $1::integer THEN CASE WHEN st.state <> 'live' THEN st.state WHEN s.generation - 1 = $1::integer AND s.rotated_at > now() - make_interval(secs => $3::bigint) THEN 'grace' ELSE 'token_reused' END END AS outcome, st.state, s.id, s.user_id, s.device_info, s.ip_address, s.user_agent, s.last_active_at, s.expires_at, s.created_at, s.revoked_reason FROM auth.user_sessions s CROSS JOIN LATERAL ( SELECT auth.session_state(s.revoked_at, s.expires_at, s.last_active_at, $4::bigint, now()) AS state ) st WHERE s.user_id = $5 AND s.id = $6 ) c WHERE c.outcome IS NOT NULL",
         None,
     )
 }
@@ -1570,23 +1507,21 @@ impl ValidateSessionStmt {
         self.1 = Some(client.prepare(self.0).await?);
         Ok(self)
     }
-    pub fn bind<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql>(
+    pub fn bind<'c, 'a, 's, C: GenericClient, T1: crate::StringSql>(
         &'s self,
         client: &'c C,
         generation: &'a i32,
         presented_hash: &'a T1,
-        successor_hash: &'a T2,
         grace_seconds: &'a i64,
         idle_seconds: &'a Option<i64>,
         user_id: &'a uuid::Uuid,
         id: &'a uuid::Uuid,
-    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 7> {
+    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 6> {
         SessionOutcomeQuery {
             client,
             params: [
                 generation,
                 presented_hash,
-                successor_hash,
                 grace_seconds,
                 idle_seconds,
                 user_id,
@@ -1600,43 +1535,41 @@ impl ValidateSessionStmt {
                 Ok(SessionOutcomeBorrowed {
                     outcome: row.try_get(0)?,
                     state: row.try_get(1)?,
-                    generation: row.try_get(2)?,
-                    stale_hash: row.try_get(3)?,
-                    id: row.try_get(4)?,
-                    user_id: row.try_get(5)?,
-                    device_info: row.try_get(6)?,
-                    ip_address: row.try_get(7)?,
-                    user_agent: row.try_get(8)?,
-                    last_active_at: row.try_get(9)?,
-                    expires_at: row.try_get(10)?,
-                    created_at: row.try_get(11)?,
-                    revoked_reason: row.try_get(12)?,
+                    current_hash: row.try_get(2)?,
+                    id: row.try_get(3)?,
+                    user_id: row.try_get(4)?,
+                    device_info: row.try_get(5)?,
+                    ip_address: row.try_get(6)?,
+                    user_agent: row.try_get(7)?,
+                    last_active_at: row.try_get(8)?,
+                    expires_at: row.try_get(9)?,
+                    created_at: row.try_get(10)?,
+                    revoked_reason: row.try_get(11)?,
                 })
             },
             mapper: |it| SessionOutcome::from(it),
         }
     }
 }
-impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql, T2: crate::StringSql>
+impl<'c, 'a, 's, C: GenericClient, T1: crate::StringSql>
     crate::client::async_::Params<
         'c,
         'a,
         's,
-        ValidateSessionParams<T1, T2>,
-        SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 7>,
+        ValidateSessionParams<T1>,
+        SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 6>,
         C,
     > for ValidateSessionStmt
 {
     fn params(
         &'s self,
         client: &'c C,
-        params: &'a ValidateSessionParams<T1, T2>,
-    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 7> {
+        params: &'a ValidateSessionParams<T1>,
+    ) -> SessionOutcomeQuery<'c, 'a, 's, C, SessionOutcome, 6> {
         self.bind(
             client,
             &params.generation,
             &params.presented_hash,
-            &params.successor_hash,
             &params.grace_seconds,
             &params.idle_seconds,
             &params.user_id,
