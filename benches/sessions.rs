@@ -26,7 +26,10 @@
 //!    at 1, 8 and 32 callers and the other operations at 8, hand-written one connection per
 //!    caller vs `SessionRepo` over the pool vs `SessionRepo` on shared, pipelined connections
 //!    (`--pipeline-connections N`, default 2) vs pgbench, with the server connections each
-//!    used.
+//!    used;
+//! 10. the reuse proof (`--only-reuse-proof` runs this alone): `rotate` and `validate` of a
+//!     forged generation-0 token against a session at generation 10,000, beside a forged parent,
+//!     a genuine refresh and a lookup (`benches/sessions/reuse_proof.rs`).
 
 #[path = "../tests/common/relay.rs"]
 mod relay;
@@ -50,6 +53,9 @@ use futures::SinkExt;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 use uuid::Uuid;
+
+#[path = "sessions/reuse_proof.rs"]
+mod reuse_proof;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -84,6 +90,7 @@ struct Args {
     only_cleanup: bool,
     only_lookups: bool,
     only_pipelined: bool,
+    only_reuse_proof: bool,
     pipeline_connections: usize,
 }
 
@@ -98,6 +105,7 @@ fn args() -> Args {
         only_cleanup: false,
         only_lookups: false,
         only_pipelined: false,
+        only_reuse_proof: false,
         pipeline_connections: 2,
     };
     let mut it = std::env::args().skip(1);
@@ -122,6 +130,7 @@ fn args() -> Args {
             "--only-cleanup" => args.only_cleanup = true,
             "--only-lookups" => args.only_lookups = true,
             "--only-pipelined" => args.only_pipelined = true,
+            "--only-reuse-proof" => args.only_reuse_proof = true,
             "--pipeline-connections" => {
                 args.pipeline_connections = value(&mut it, "--pipeline-connections")
             }
@@ -565,6 +574,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if args.only_pipelined {
         return pipelined(&args, &config, &client, &data).await;
     }
+    if args.only_reuse_proof {
+        return reuse_proof::reuse_proof(&args, &config, &client).await;
+    }
     if !args.only_cleanup {
         storage(&client).await?;
         let ops = prepare_ops(&args, &client).await?;
@@ -578,6 +590,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     cleanup(&args, &config, &client, &data).await?;
     if !args.only_cleanup {
         pipelined(&args, &config, &client, &data).await?;
+        reuse_proof::reuse_proof(&args, &config, &client).await?;
     }
     Ok(())
 }
