@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use db::queries::sessions as q;
 use deadpool_postgres::Pool;
@@ -11,7 +12,9 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::outcome::Refusal;
-use crate::pipeline::{HotPath, Pipeline, PipelineSettings, PipelineStatus};
+use crate::pipeline::{
+    DEFAULT_DEADLINE, HotPath, MAX_DEADLINE, Pipeline, PipelineSettings, PipelineStatus,
+};
 use crate::{
     Activity, CapPolicy, Device, Error, NewSession, RefreshToken, Rotation, RotationKey, Session,
     SessionKey, SessionPolicy, SessionStats, TokenHash, Validation,
@@ -34,6 +37,8 @@ pub struct SessionRepo {
     /// The shared connections of [`HotPath::Pipelined`]; `None` for [`HotPath::Exclusive`].
     pipeline: Option<Arc<Pipeline>>,
     hot_path: HotPath,
+    /// How long each hot-path call may take ([`SessionRepo::with_deadline`]).
+    deadline: Duration,
     policy: Arc<SessionPolicy>,
     /// The key kept by the database, loaded once, when the policy names none.
     stored_key: Arc<tokio::sync::OnceCell<RotationKey>>,
@@ -44,6 +49,7 @@ impl std::fmt::Debug for SessionRepo {
         f.debug_struct("SessionRepo")
             .field("pool", &self.pool.status())
             .field("hot_path", &self.hot_path)
+            .field("deadline", &self.deadline)
             .field(
                 "pipeline",
                 &self.pipeline.as_ref().map(|pipeline| pipeline.status()),
@@ -78,6 +84,7 @@ impl SessionRepo {
             pool,
             pipeline: None,
             hot_path: HotPath::Exclusive,
+            deadline: DEFAULT_DEADLINE,
             policy: Arc::new(policy),
             stored_key: Arc::new(tokio::sync::OnceCell::new()),
         }
@@ -133,6 +140,43 @@ impl SessionRepo {
         &self.hot_path
     }
 
+    /// This repository with every hot-path call limited to `deadline`, from its start to its
+    /// answer (default [`crate::DEFAULT_DEADLINE`], 5 s): the calls that run on the hot path
+    /// (exclusive or pipelined), that is every call but cleanup and [`SessionRepo::stats`].
+    ///
+    /// A call that gets no connection within its deadline fails with [`Error::PoolTimeout`];
+    /// one that has a connection but no answer in time fails with [`Error::DeadlineExceeded`]
+    /// (retryable), however the network failed (a half-open connection, a partition, a
+    /// crashed host) and also when its statement waits that long on a lock. Its connection is
+    /// not reused: a pooled one is closed and its statement canceled, as for an abandoned
+    /// call; a shared one is retired, and the other calls queued on it fail at once with the
+    /// same error. Keep the deadline above the pool's `statement_timeout`, if any, for slow
+    /// statements to end as [`Error::StatementTimeout`] on a connection that stays usable.
+    ///
+    /// Cleanup and [`SessionRepo::stats`], which may legitimately run long, have no deadline:
+    /// they are bounded by the pool's timeouts, `statement_timeout`, and TCP keepalive and
+    /// `tcp_user_timeout` on every connection (see [`crate::build_pool_with_tls`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] (field `deadline`) for a zero deadline or one over
+    /// [`crate::MAX_DEADLINE`].
+    pub fn with_deadline(mut self, deadline: Duration) -> Result<Self, Error> {
+        if deadline.is_zero() || deadline > MAX_DEADLINE {
+            return Err(Error::InvalidInput {
+                field: "deadline",
+                problem: crate::InputProblem::OutOfRange,
+            });
+        }
+        self.deadline = deadline;
+        Ok(self)
+    }
+
+    /// How long each hot-path call may take (see [`SessionRepo::with_deadline`]).
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// The shared connections of a pipelined hot path; `None` with [`HotPath::Exclusive`].
     pub fn pipeline_status(&self) -> Option<PipelineStatus> {
         self.pipeline.as_ref().map(|pipeline| pipeline.status())
@@ -146,15 +190,17 @@ impl SessionRepo {
     /// Runs one repository call: on a shared connection when the hot path is pipelined and
     /// the route is [`Route::Read`], or [`Route::Write`] with
     /// [`PipelineSettings::pipeline_writes`] (see [`SessionRepo::with_hot_path`] and
-    /// [`crate::pipeline::Lease`] for what an abandoned call does there); on a pooled
-    /// connection otherwise.
+    /// [`crate::pipeline::Lease`] for what an abandoned or timed-out call does there); on a
+    /// pooled connection otherwise. Hot-path calls ([`Route::Read`], [`Route::Write`]) end
+    /// by their deadline ([`SessionRepo::with_deadline`]).
     ///
-    /// On a pooled connection, when the caller drops the call's future while a statement is
-    /// in flight, the connection does not go back to the pool (it would still be busy with
-    /// that statement and stall the next caller): it is detached and closed, and the server
-    /// is asked to cancel the statement, which then rolls back unless it had already
-    /// committed. Each call's statements are autocommit statements (no call opens a
-    /// transaction), so either way nothing is left half done and no transaction stays open.
+    /// On a pooled connection, when the call misses its deadline or the caller drops the
+    /// call's future while a statement is in flight, the connection does not go back to the
+    /// pool (it would still be busy with that statement, or dead, and stall the next caller):
+    /// it is detached and closed, and the server is asked to cancel the statement, which then
+    /// rolls back unless it had already committed. Each call's statements are autocommit
+    /// statements (no call opens a transaction), so either way nothing is left half done and
+    /// no transaction stays open.
     ///
     /// It also records on the caller's span how many rows the call returned or changed.
     async fn with_client<T: Affected>(
@@ -167,14 +213,44 @@ impl SessionRepo {
             (Some(pipeline), Route::Write) if pipeline.writes() => Some(pipeline),
             _ => None,
         };
+        let deadline = match route {
+            Route::Read | Route::Write => tokio::time::Instant::now().checked_add(self.deadline),
+            Route::Bulk => None,
+        };
         let result = match shared {
             Some(pipeline) => {
-                let lease = pipeline.lease().await?;
-                let result = op(&Conn(lease.client())).await;
-                lease.complete();
-                result
+                let lease = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, pipeline.lease())
+                        .await
+                        .unwrap_or(Err(Error::PoolTimeout)),
+                    None => pipeline.lease().await,
+                }?;
+                let failed = lease.failed();
+                let limit = async {
+                    match deadline {
+                        Some(deadline) => tokio::time::sleep_until(deadline).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let conn = Conn(lease.client());
+                let answered = tokio::select! {
+                    biased;
+                    result = op(&conn) => Some(result),
+                    () = failed => None,
+                    () = limit => None,
+                };
+                match answered {
+                    Some(result) => {
+                        lease.complete();
+                        result
+                    }
+                    None => {
+                        lease.time_out();
+                        Err(Error::DeadlineExceeded)
+                    }
+                }
             }
-            _ => self.with_pooled(op).await,
+            _ => self.with_pooled(deadline, op).await,
         };
         if let Ok(value) = &result {
             tracing::Span::current().record("rows", value.rows());
@@ -182,12 +258,24 @@ impl SessionRepo {
         result
     }
 
+    /// Runs `op` on a pooled connection, ending by `deadline` when there is one: with
+    /// [`Error::PoolTimeout`] while waiting for the connection, with
+    /// [`Error::DeadlineExceeded`] after (the [`Checkout`] then closes the connection and
+    /// cancels its statement).
     async fn with_pooled<T>(
         &self,
+        deadline: Option<tokio::time::Instant>,
         op: impl AsyncFnOnce(&Conn<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let started = std::time::Instant::now();
-        let object = self.pool.get().await;
+        let object = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.pool.get())
+                .await
+                .unwrap_or(Err(deadpool_postgres::PoolError::Timeout(
+                    deadpool_postgres::TimeoutType::Wait,
+                ))),
+            None => self.pool.get().await,
+        };
         crate::metrics::pool_wait(
             started.elapsed(),
             matches!(object, Err(deadpool_postgres::PoolError::Timeout(_))),
@@ -199,7 +287,12 @@ impl SessionRepo {
         let Some(client) = checkout.object.as_ref() else {
             return Err(Error::UnexpectedResponse("pooled connection missing"));
         };
-        let result = op(&Conn(client)).await;
+        let result = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, op(&Conn(client)))
+                .await
+                .map_err(|_| Error::DeadlineExceeded)?,
+            None => op(&Conn(client)).await,
+        };
         checkout.complete = true;
         result
     }
@@ -722,7 +815,9 @@ impl SessionRepo {
     }
 }
 
-/// A pooled connection lent to one call; see [`SessionRepo::with_client`].
+/// A pooled connection lent to one call; see [`SessionRepo::with_client`]. Dropped before
+/// the call completed (abandoned, or past its deadline), it closes the connection and cancels
+/// its statement.
 struct Checkout {
     object: Option<deadpool_postgres::Client>,
     complete: bool,
@@ -737,13 +832,15 @@ impl Drop for Checkout {
             return;
         };
         let cancel = object.cancel_token();
-        // The request goes out with the pool's TLS settings, like its connections.
+        // The request goes out with the pool's TLS settings, like its connections, and gives
+        // up after the pool's create timeout (the server may be unreachable).
         let tls = crate::pool::cancel_connector(&object);
+        let limit = crate::pool::cancel_limit(deadpool_postgres::Object::pool(&object).as_ref());
         // Detached from the pool: dropping it closes the connection.
         drop(deadpool_postgres::Object::take(object));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(err) = crate::pool::cancel_query(cancel, tls).await {
+                if let Err(err) = crate::pool::cancel_query(cancel, tls, limit).await {
                     tracing::debug!(error = %err, "cancel request for an abandoned call failed");
                 }
             });
