@@ -15,8 +15,8 @@ mod relay;
 use std::time::{Duration, Instant};
 
 use auth_sessions::{
-    Error, HotPath, NewSession, PipelineSettings, PoolSettings, SessionRepo,
-    build_pool_with_config, deadpool_postgres::Pool,
+    Error, HotPath, NewSession, PipelineSettings, PoolSettings, Rotation, RotationKey,
+    SessionPolicy, SessionRepo, build_pool_with_config, deadpool_postgres::Pool,
 };
 use common::TestDb;
 use relay::FaultRelay;
@@ -402,4 +402,91 @@ fn half_open_detection_keepalive_and_tcp_user_timeout_on_every_connection() {
     let settings =
         connection_settings("postgres://u@db.example.com/app?sslmode=disable&keepalives=0");
     assert!(settings.contains("keepalives: false"), "{settings}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A statement that waits on a row lock past the deadline
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_a_call_stuck_on_a_row_lock_is_canceled_exclusive() {
+    a_call_stuck_on_a_row_lock_is_canceled(HotPath::Exclusive).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_a_call_stuck_on_a_row_lock_is_canceled_pipelined() {
+    a_call_stuck_on_a_row_lock_is_canceled(HotPath::Pipelined(
+        PipelineSettings::new(1).pipeline_writes(true),
+    ))
+    .await;
+}
+
+/// Backends of this database waiting on a lock.
+async fn lock_waiters(observer: &tokio_postgres::Client) -> i64 {
+    observer
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND state = 'active' AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn a_call_stuck_on_a_row_lock_is_canceled(hot_path: HotPath) {
+    let db = TestDb::new().await;
+    let policy = SessionPolicy::default()
+        .rotation_key(RotationKey::from_bytes(b"the deadline tests' rotation key!!").unwrap());
+    let repo = SessionRepo::with_policy(db.pool.clone(), policy)
+        .unwrap()
+        .with_hot_path(hot_path)
+        .unwrap()
+        .with_deadline(DEADLINE)
+        .unwrap();
+    let observer = db.client().await;
+    let user = db.user().await;
+    let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM auth.user_sessions WHERE id = $1 FOR UPDATE",
+        &[&session.id],
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let rotation = tokio::time::timeout(HUNG, repo.rotate(token.expose_secret()))
+        .await
+        .unwrap_or_else(|_| panic!("the rotation still waits on the lock after {HUNG:?}"));
+    let elapsed = started.elapsed();
+    let err = rotation.expect_err("the rotation cannot take the lock in time");
+    assert!(
+        matches!(err, Error::DeadlineExceeded) && err.is_retryable(),
+        "{err:?}"
+    );
+    assert!(elapsed <= DEADLINE + SLACK, "failed after {elapsed:?}");
+
+    // Its statement was canceled: nothing waits on the lock any more, though it is held.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lock_waiters(&observer).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the timed-out statement still waits on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        repo.find_by_token(token.expose_secret())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    tx.rollback().await.unwrap();
+    // The retry rotates.
+    assert!(matches!(
+        repo.rotate(token.expose_secret()).await.unwrap(),
+        Rotation::Rotated { .. }
+    ));
 }
