@@ -217,27 +217,22 @@ impl SessionRepo {
             Route::Read | Route::Write => tokio::time::Instant::now().checked_add(self.deadline),
             Route::Bulk => None,
         };
+        // One timer per call, for both the connection and the answer.
+        let mut limit = std::pin::pin!(until(deadline));
         let result = match shared {
             Some(pipeline) => {
-                let lease = match deadline {
-                    Some(deadline) => tokio::time::timeout_at(deadline, pipeline.lease())
-                        .await
-                        .unwrap_or(Err(Error::PoolTimeout)),
-                    None => pipeline.lease().await,
-                }?;
-                let failed = lease.failed();
-                let limit = async {
-                    match deadline {
-                        Some(deadline) => tokio::time::sleep_until(deadline).await,
-                        None => std::future::pending().await,
-                    }
+                let lease = tokio::select! {
+                    biased;
+                    lease = pipeline.lease() => lease?,
+                    () = &mut limit => return Err(Error::PoolTimeout),
                 };
+                let failed = lease.failed();
                 let conn = Conn(lease.client());
                 let answered = tokio::select! {
                     biased;
                     result = op(&conn) => Some(result),
                     () = failed => None,
-                    () = limit => None,
+                    () = &mut limit => None,
                 };
                 match answered {
                     Some(result) => {
@@ -250,7 +245,7 @@ impl SessionRepo {
                     }
                 }
             }
-            _ => self.with_pooled(deadline, op).await,
+            _ => self.with_pooled(limit.as_mut(), op).await,
         };
         if let Ok(value) = &result {
             tracing::Span::current().record("rows", value.rows());
@@ -258,23 +253,22 @@ impl SessionRepo {
         result
     }
 
-    /// Runs `op` on a pooled connection, ending by `deadline` when there is one: with
+    /// Runs `op` on a pooled connection, ending when `limit` does: with
     /// [`Error::PoolTimeout`] while waiting for the connection, with
     /// [`Error::DeadlineExceeded`] after (the [`Checkout`] then closes the connection and
     /// cancels its statement).
     async fn with_pooled<T>(
         &self,
-        deadline: Option<tokio::time::Instant>,
+        mut limit: std::pin::Pin<&mut impl Future<Output = ()>>,
         op: impl AsyncFnOnce(&Conn<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let started = std::time::Instant::now();
-        let object = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, self.pool.get())
-                .await
-                .unwrap_or(Err(deadpool_postgres::PoolError::Timeout(
-                    deadpool_postgres::TimeoutType::Wait,
-                ))),
-            None => self.pool.get().await,
+        let object = tokio::select! {
+            biased;
+            object = self.pool.get() => object,
+            () = limit.as_mut() => Err(deadpool_postgres::PoolError::Timeout(
+                deadpool_postgres::TimeoutType::Wait,
+            )),
         };
         crate::metrics::pool_wait(
             started.elapsed(),
@@ -287,11 +281,12 @@ impl SessionRepo {
         let Some(client) = checkout.object.as_ref() else {
             return Err(Error::UnexpectedResponse("pooled connection missing"));
         };
-        let result = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, op(&Conn(client)))
-                .await
-                .map_err(|_| Error::DeadlineExceeded)?,
-            None => op(&Conn(client)).await,
+        let conn = Conn(client);
+        let result = tokio::select! {
+            biased;
+            result = op(&conn) => result,
+            // Dropped incomplete, the checkout closes the connection and cancels its statement.
+            () = limit => return Err(Error::DeadlineExceeded),
         };
         checkout.complete = true;
         result
@@ -929,6 +924,14 @@ fn successor_hash(key: &RotationKey, token: &RefreshToken) -> Result<TokenHash, 
         Ok(successor) => Ok(successor.hash()),
         Err(Error::InvalidInput { .. }) => Ok(token.hash()),
         Err(err) => Err(err),
+    }
+}
+
+/// Resolves at `deadline`, or never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
