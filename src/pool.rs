@@ -905,7 +905,7 @@ mod tests {
     }
 
     #[test]
-    fn keepalive_and_user_timeout_unless_the_configuration_sets_them() {
+    fn half_open_detection_keepalive_and_user_timeout_unless_configured() {
         let (mut config, _) = parse("postgres://u@db.example.com/app");
         detect_dead_peers(&mut config);
         assert!(config.get_keepalives());
