@@ -387,8 +387,10 @@ impl Pipeline {
         })
     }
 
-    /// Takes `shared` out of its slot when it is still there; `None` when it was not (already
-    /// retired or replaced), else how many calls are in flight on it.
+    /// Takes `shared` out of its slot when it is still there, counting it as retired; `None`
+    /// when it was not (already retired or replaced). With `bounded` (an abandoned call), a
+    /// connection that other calls still use is taken out only while fewer than
+    /// [`PipelineSettings::retired_limit`] are retired, and kept in its slot otherwise.
     fn take_out(&self, index: usize, shared: &Arc<Shared>, bounded: bool) -> Option<Taken> {
         let mut current = lock(&self.slots[index].current);
         if !current
