@@ -1,6 +1,7 @@
 //! The crate's one error type.
 
 use std::fmt;
+use std::sync::Arc;
 
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
@@ -72,6 +73,18 @@ pub enum Error {
     /// Any other database failure (query error, lost connection...).
     #[error("database error")]
     Database(#[source] DatabaseError),
+    /// A hot-path call had a connection but got no answer within its deadline
+    /// ([`crate::SessionRepo::deadline`]), or it was queued on a shared connection behind a
+    /// call that got none: the server or the network stopped answering (a crashed host, a
+    /// partition, a half-open connection), or a statement waited longer than the deadline
+    /// (for example on a row lock).
+    ///
+    /// The connection was closed rather than reused, and the server asked to cancel its
+    /// statement; the statement may or may not have committed. Retryable
+    /// ([`Error::is_retryable`]): a retry runs on another connection. A call that got no
+    /// connection within its deadline fails with [`Error::PoolTimeout`] instead.
+    #[error("no answer from the database within the call's deadline")]
+    DeadlineExceeded,
     /// The database answered in a way this build does not understand (for example a schema
     /// function from another version).
     #[error("unexpected response from the database: {0}")]
@@ -122,11 +135,14 @@ impl fmt::Display for InputProblem {
 
 /// A failure reported by tokio-postgres, printed without the server's DETAIL line (which can
 /// quote row values, such as a token hash). The SQLSTATE, message and constraint stay available.
-pub struct DatabaseError(tokio_postgres::Error);
+///
+/// Cheap to clone: callers that shared one failed connect attempt each get the same error.
+#[derive(Clone)]
+pub struct DatabaseError(Arc<tokio_postgres::Error>);
 
 impl DatabaseError {
     pub(crate) fn new(err: tokio_postgres::Error) -> Self {
-        Self(err)
+        Self(Arc::new(err))
     }
 
     /// The SQLSTATE, when the server reported the error.
@@ -174,11 +190,17 @@ impl DatabaseError {
 impl Error {
     /// True when the same call, run again, may succeed: [`Error::Database`] or
     /// [`Error::Connect`] with an error that [`DatabaseError::is_retryable`] (a serialization
-    /// failure, a deadlock, a lock not available, or a closed connection). Pool timeouts,
-    /// statement timeouts and refused connections are not: retrying them at once adds load to
-    /// an overloaded or unreachable server.
+    /// failure, a deadlock, a lock not available, or a closed connection), and
+    /// [`Error::DeadlineExceeded`] (its connection was closed; a retry gets another). Pool
+    /// timeouts, statement timeouts and refused connections are not: retrying them at once
+    /// adds load to an overloaded or unreachable server.
+    ///
+    /// After a closed connection or a missed deadline the statement may or may not have
+    /// committed: retry only calls that are safe to repeat (see
+    /// [`DatabaseError::is_retryable`]).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Database(err) | Self::Connect(err) if err.is_retryable())
+        matches!(self, Self::DeadlineExceeded)
+            || matches!(self, Self::Database(err) | Self::Connect(err) if err.is_retryable())
     }
 }
 
@@ -192,7 +214,7 @@ impl fmt::Display for DatabaseError {
                 db.code().code(),
                 db.message()
             ),
-            None => fmt::Display::fmt(&self.0, f),
+            None => fmt::Display::fmt(&*self.0, f),
         }
     }
 }
@@ -208,7 +230,7 @@ impl std::error::Error for DatabaseError {
         // A server error's chain would print DETAIL; other errors (I/O, closed) are safe.
         match self.0.as_db_error() {
             Some(_) => None,
-            None => std::error::Error::source(&self.0),
+            None => std::error::Error::source(&*self.0),
         }
     }
 }
@@ -225,7 +247,7 @@ impl From<tokio_postgres::Error> for Error {
             Some(&SqlState::FOREIGN_KEY_VIOLATION) if names(USER_ID_FKEY) => Self::UnknownUser,
             Some(code) if code.code() == PER_USER_CAP => Self::SessionCapReached,
             Some(&SqlState::QUERY_CANCELED) => Self::StatementTimeout,
-            _ => Self::Database(DatabaseError(err)),
+            _ => Self::Database(DatabaseError::new(err)),
         }
     }
 }
@@ -234,7 +256,7 @@ impl From<PoolError> for Error {
     fn from(err: PoolError) -> Self {
         match err {
             PoolError::Timeout(_) => Self::PoolTimeout,
-            PoolError::Backend(err) => Self::Connect(DatabaseError(err)),
+            PoolError::Backend(err) => Self::Connect(DatabaseError::new(err)),
             other => Self::Pool(other),
         }
     }

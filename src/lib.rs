@@ -24,7 +24,10 @@ pub use migrate::{
     MIGRATIONS, Migration, MigrationReport, MigrationStatus, migrate, migration_status,
 };
 pub use outcome::{RevokeReason, Rotation, Validation};
-pub use pipeline::{HotPath, MAX_PIPELINE_CONNECTIONS, PipelineSettings, PipelineStatus};
+pub use pipeline::{
+    DEFAULT_DEADLINE, HotPath, MAX_DEADLINE, MAX_PIPELINE_CONNECTIONS, PipelineSettings,
+    PipelineStatus,
+};
 pub use policy::{CapPolicy, SessionPolicy};
 pub use pool::{
     DEFAULT_DATABASE_URL, PoolSettings, RootCerts, SslMode, TlsSettings, build_pool,

@@ -28,6 +28,19 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/postg
 /// SQLSTATE 40001 instead.
 const ISOLATION_OPTION: &str = r"-c default_transaction_isolation=read\ committed";
 
+/// TCP keepalive and user timeout of every connection the crate opens, unless the
+/// configuration says otherwise (see [`build_pool_with_tls`]). An idle connection whose peer
+/// is gone is found after about 30 s + 3 × 10 s of unanswered probes, and data that stays
+/// unacknowledged for 30 s closes the connection, instead of TCP's own retries (about 15
+/// minutes on Linux) or keepalive's 2 hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest a cancel request may take when the pool names no create timeout.
+const CANCEL_LIMIT: Duration = Duration::from_secs(5);
+
 /// Pool size and timeouts. Every timeout is finite.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -290,7 +303,16 @@ pub fn build_pool_with_config(
 ///
 /// Every connection also gets `default_transaction_isolation = 'read committed'` (rotation
 /// relies on it, whatever the server's default) and the settings' `statement_timeout`, after
-/// any `options` the configuration carries. A failed TLS handshake (a certificate that does
+/// any `options` the configuration carries.
+///
+/// Every TCP connection (cancel requests too) has keepalive on, with probes after 30 s idle,
+/// every 10 s, 3 of them (`keepalives_idle`, `keepalives_interval`, `keepalives_retries`), and
+/// a `tcp_user_timeout` of 30 s (Linux: data unacknowledged that long closes the connection),
+/// so a connection whose server vanished is closed within about a minute rather than TCP's
+/// 15 minutes. A value the configuration sets (for example `?keepalives_idle=120` or
+/// `keepalives=0` in the URL) stands; a value equal to tokio-postgres's own default (an idle
+/// time of 2 hours) counts as unset. These bound idle and bulk connections; the hot-path
+/// calls also have a deadline ([`crate::SessionRepo::with_deadline`]). A failed TLS handshake (a certificate that does
 /// not verify) or a server that refuses the connection's encryption fails the call that
 /// needed the connection with [`Error::Connect`].
 ///
@@ -303,6 +325,7 @@ pub fn build_pool_with_tls(
     settings: &PoolSettings,
 ) -> Result<Pool, Error> {
     config.connect_timeout(settings.create_timeout);
+    detect_dead_peers(&mut config);
     append_option(&mut config, ISOLATION_OPTION);
     if let Some(timeout) = settings.statement_timeout {
         let millis = timeout.as_millis().max(1);
@@ -335,6 +358,27 @@ pub fn build_pool_with_tls(
         .map_err(|err| Error::Config(format!("pool: {err}")))?;
     register_connector(&pool, connector);
     Ok(pool)
+}
+
+/// Sets TCP keepalive and `tcp_user_timeout` (see [`build_pool_with_tls`]) where the
+/// configuration left tokio-postgres's defaults: keepalive on after 2 hours idle, no
+/// interval or retry count of its own, no user timeout.
+fn detect_dead_peers(config: &mut tokio_postgres::Config) {
+    let defaults = tokio_postgres::Config::new();
+    if config.get_keepalives() {
+        if config.get_keepalives_idle() == defaults.get_keepalives_idle() {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVE_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVE_RETRIES);
+        }
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
 }
 
 fn append_option(config: &mut tokio_postgres::Config, option: &str) {
@@ -704,14 +748,31 @@ pub(crate) fn pool_connector(pool: &Pool) -> Option<MakeRustlsConnect> {
         .map(|(_, _, connector)| connector.clone())
 }
 
-/// Sends a cancel request for `token`'s statement, with `tls` (see [`cancel_connector`]).
+/// The longest a cancel request to `pool`'s server may take: its create timeout (opening the
+/// cancel request's connection is what takes time).
+pub(crate) fn cancel_limit(pool: Option<&Pool>) -> Duration {
+    pool.and_then(|pool| pool.timeouts().create)
+        .unwrap_or(CANCEL_LIMIT)
+}
+
+/// Sends a cancel request for `token`'s statement, with `tls` (see [`cancel_connector`]),
+/// giving up after `limit`: a server that accepts connections and never answers (or a TLS
+/// handshake that never completes) must not keep the task waiting.
 pub(crate) async fn cancel_query(
     token: tokio_postgres::CancelToken,
     tls: Option<MakeRustlsConnect>,
-) -> Result<(), tokio_postgres::Error> {
-    match tls {
-        Some(tls) => token.cancel_query(tls).await,
-        None => token.cancel_query(tokio_postgres::NoTls).await,
+    limit: Duration,
+) -> Result<(), String> {
+    let request = async {
+        match tls {
+            Some(tls) => token.cancel_query(tls).await,
+            None => token.cancel_query(tokio_postgres::NoTls).await,
+        }
+    };
+    match tokio::time::timeout(limit, request).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no answer within {limit:?}")),
     }
 }
 
@@ -841,6 +902,36 @@ mod tests {
             Err(Error::Config(message)) => assert!(message.starts_with("sslrootcert"), "{message}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn half_open_detection_keepalive_and_user_timeout_unless_configured() {
+        let (mut config, _) = parse("postgres://u@db.example.com/app");
+        detect_dead_peers(&mut config);
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(config.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(config.get_keepalives_retries(), Some(KEEPALIVE_RETRIES));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+
+        let (mut config, _) = parse(
+            "host=db.example.com keepalives_idle=120 keepalives_interval=4 \
+             keepalives_retries=9 tcp_user_timeout=5",
+        );
+        detect_dead_peers(&mut config);
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(120));
+        assert_eq!(
+            config.get_keepalives_interval(),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(config.get_keepalives_retries(), Some(9));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(5)));
+
+        let (mut config, _) = parse("postgres://u@db.example.com/app?keepalives=0");
+        detect_dead_peers(&mut config);
+        assert!(!config.get_keepalives());
+        assert_eq!(config.get_keepalives_interval(), None);
+        assert_eq!(config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use db::queries::sessions as q;
 use deadpool_postgres::Pool;
@@ -12,7 +13,9 @@ use uuid::Uuid;
 
 use crate::keys::Keys;
 use crate::outcome::Refusal;
-use crate::pipeline::{HotPath, Pipeline, PipelineSettings, PipelineStatus};
+use crate::pipeline::{
+    DEFAULT_DEADLINE, HotPath, MAX_DEADLINE, Pipeline, PipelineSettings, PipelineStatus,
+};
 use crate::{
     Activity, CapPolicy, Device, Error, KeyRing, KeySource, NewSession, RefreshToken, Rotation,
     RotationKey, Session, SessionKey, SessionPolicy, SessionStats, Validation,
@@ -35,6 +38,8 @@ pub struct SessionRepo {
     /// The shared connections of [`HotPath::Pipelined`]; `None` for [`HotPath::Exclusive`].
     pipeline: Option<Arc<Pipeline>>,
     hot_path: HotPath,
+    /// How long each hot-path call may take ([`SessionRepo::with_deadline`]).
+    deadline: Duration,
     policy: Arc<SessionPolicy>,
     /// The rotation keys, from the policy's source.
     keys: Arc<Keys>,
@@ -45,6 +50,7 @@ impl std::fmt::Debug for SessionRepo {
         f.debug_struct("SessionRepo")
             .field("pool", &self.pool.status())
             .field("hot_path", &self.hot_path)
+            .field("deadline", &self.deadline)
             .field(
                 "pipeline",
                 &self.pipeline.as_ref().map(|pipeline| pipeline.status()),
@@ -80,6 +86,7 @@ impl SessionRepo {
             pipeline: None,
             hot_path: HotPath::Exclusive,
             keys: Arc::new(Keys::new(policy.rotation_keys.clone())),
+            deadline: DEFAULT_DEADLINE,
             policy: Arc::new(policy),
         }
     }
@@ -134,6 +141,43 @@ impl SessionRepo {
         &self.hot_path
     }
 
+    /// This repository with every hot-path call limited to `deadline`, from its start to its
+    /// answer (default [`crate::DEFAULT_DEADLINE`], 5 s): the calls that run on the hot path
+    /// (exclusive or pipelined), that is every call but cleanup and [`SessionRepo::stats`].
+    ///
+    /// A call that gets no connection within its deadline fails with [`Error::PoolTimeout`];
+    /// one that has a connection but no answer in time fails with [`Error::DeadlineExceeded`]
+    /// (retryable), however the network failed (a half-open connection, a partition, a
+    /// crashed host) and also when its statement waits that long on a lock. Its connection is
+    /// not reused: a pooled one is closed and its statement canceled, as for an abandoned
+    /// call; a shared one is retired, and the other calls queued on it fail at once with the
+    /// same error. Keep the deadline above the pool's `statement_timeout`, if any, for slow
+    /// statements to end as [`Error::StatementTimeout`] on a connection that stays usable.
+    ///
+    /// Cleanup and [`SessionRepo::stats`], which may legitimately run long, have no deadline:
+    /// they are bounded by the pool's timeouts, `statement_timeout`, and TCP keepalive and
+    /// `tcp_user_timeout` on every connection (see [`crate::build_pool_with_tls`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] (field `deadline`) for a zero deadline or one over
+    /// [`crate::MAX_DEADLINE`].
+    pub fn with_deadline(mut self, deadline: Duration) -> Result<Self, Error> {
+        if deadline.is_zero() || deadline > MAX_DEADLINE {
+            return Err(Error::InvalidInput {
+                field: "deadline",
+                problem: crate::InputProblem::OutOfRange,
+            });
+        }
+        self.deadline = deadline;
+        Ok(self)
+    }
+
+    /// How long each hot-path call may take (see [`SessionRepo::with_deadline`]).
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// The shared connections of a pipelined hot path; `None` with [`HotPath::Exclusive`].
     pub fn pipeline_status(&self) -> Option<PipelineStatus> {
         self.pipeline.as_ref().map(|pipeline| pipeline.status())
@@ -147,15 +191,17 @@ impl SessionRepo {
     /// Runs one repository call: on a shared connection when the hot path is pipelined and
     /// the route is [`Route::Read`], or [`Route::Write`] with
     /// [`PipelineSettings::pipeline_writes`] (see [`SessionRepo::with_hot_path`] and
-    /// [`crate::pipeline::Lease`] for what an abandoned call does there); on a pooled
-    /// connection otherwise.
+    /// [`crate::pipeline::Lease`] for what an abandoned or timed-out call does there); on a
+    /// pooled connection otherwise. Hot-path calls ([`Route::Read`], [`Route::Write`]) end
+    /// by their deadline ([`SessionRepo::with_deadline`]).
     ///
-    /// On a pooled connection, when the caller drops the call's future while a statement is
-    /// in flight, the connection does not go back to the pool (it would still be busy with
-    /// that statement and stall the next caller): it is detached and closed, and the server
-    /// is asked to cancel the statement, which then rolls back unless it had already
-    /// committed. Each call's statements are autocommit statements (no call opens a
-    /// transaction), so either way nothing is left half done and no transaction stays open.
+    /// On a pooled connection, when the call misses its deadline or the caller drops the
+    /// call's future while a statement is in flight, the connection does not go back to the
+    /// pool (it would still be busy with that statement, or dead, and stall the next caller):
+    /// it is detached and closed, and the server is asked to cancel the statement, which then
+    /// rolls back unless it had already committed. Each call's statements are autocommit
+    /// statements (no call opens a transaction), so either way nothing is left half done and
+    /// no transaction stays open.
     ///
     /// It also records on the caller's span how many rows the call returned or changed.
     async fn with_client<T: Affected>(
@@ -168,14 +214,39 @@ impl SessionRepo {
             (Some(pipeline), Route::Write) if pipeline.writes() => Some(pipeline),
             _ => None,
         };
+        let deadline = match route {
+            Route::Read | Route::Write => tokio::time::Instant::now().checked_add(self.deadline),
+            Route::Bulk => None,
+        };
+        // One timer per call, for both the connection and the answer.
+        let mut limit = std::pin::pin!(until(deadline));
         let result = match shared {
             Some(pipeline) => {
-                let lease = pipeline.lease().await?;
-                let result = op(&Conn(lease.client())).await;
-                lease.complete();
-                result
+                let lease = tokio::select! {
+                    biased;
+                    lease = pipeline.lease() => lease?,
+                    () = &mut limit => return Err(Error::PoolTimeout),
+                };
+                let failed = lease.failed();
+                let conn = Conn(lease.client());
+                let answered = tokio::select! {
+                    biased;
+                    result = op(&conn) => Some(result),
+                    () = failed => None,
+                    () = &mut limit => None,
+                };
+                match answered {
+                    Some(result) => {
+                        lease.complete();
+                        result
+                    }
+                    None => {
+                        lease.time_out();
+                        Err(Error::DeadlineExceeded)
+                    }
+                }
             }
-            _ => self.with_pooled(op).await,
+            _ => self.with_pooled(limit.as_mut(), op).await,
         };
         if let Ok(value) = &result {
             tracing::Span::current().record("rows", value.rows());
@@ -183,12 +254,23 @@ impl SessionRepo {
         result
     }
 
+    /// Runs `op` on a pooled connection, ending when `limit` does: with
+    /// [`Error::PoolTimeout`] while waiting for the connection, with
+    /// [`Error::DeadlineExceeded`] after (the [`Checkout`] then closes the connection and
+    /// cancels its statement).
     async fn with_pooled<T>(
         &self,
+        mut limit: std::pin::Pin<&mut impl Future<Output = ()>>,
         op: impl AsyncFnOnce(&Conn<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let started = std::time::Instant::now();
-        let object = self.pool.get().await;
+        let object = tokio::select! {
+            biased;
+            object = self.pool.get() => object,
+            () = limit.as_mut() => Err(deadpool_postgres::PoolError::Timeout(
+                deadpool_postgres::TimeoutType::Wait,
+            )),
+        };
         crate::metrics::pool_wait(
             started.elapsed(),
             matches!(object, Err(deadpool_postgres::PoolError::Timeout(_))),
@@ -200,7 +282,13 @@ impl SessionRepo {
         let Some(client) = checkout.object.as_ref() else {
             return Err(Error::UnexpectedResponse("pooled connection missing"));
         };
-        let result = op(&Conn(client)).await;
+        let conn = Conn(client);
+        let result = tokio::select! {
+            biased;
+            result = op(&conn) => result,
+            // Dropped incomplete, the checkout closes the connection and cancels its statement.
+            () = limit => return Err(Error::DeadlineExceeded),
+        };
         checkout.complete = true;
         result
     }
@@ -244,7 +332,10 @@ impl SessionRepo {
     /// kept by the database, the errors of reading them ([`Error::RotationKeyUnusable`], pool
     /// and database errors).
     pub async fn mint_token(&self, user_id: Uuid) -> Result<RefreshToken, Error> {
-        self.keys.ring(&self.pool).await?.active().mint(user_id)
+        self.within_deadline(self.keys.ring(&self.pool))
+            .await?
+            .active()
+            .mint(user_id)
     }
 
     /// Creates a session for a refresh token the caller already minted (with
@@ -716,8 +807,21 @@ impl SessionRepo {
     /// the highest known makes the keys be read again (one statement, shared by concurrent
     /// callers).
     async fn verified(&self, token: &RefreshToken) -> Result<Option<Arc<KeyRing>>, Error> {
-        let ring = self.keys.ring_knowing(&self.pool, token.key_id()).await?;
+        let ring = self
+            .within_deadline(self.keys.ring_knowing(&self.pool, token.key_id()))
+            .await?;
         Ok(ring.verifies(token).then_some(ring))
+    }
+
+    /// `keys` (a read of the keys kept by the database, when due) ended by the deadline of
+    /// hot-path calls, with [`Error::DeadlineExceeded`].
+    async fn within_deadline<T>(
+        &self,
+        keys: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::time::timeout(self.deadline, keys)
+            .await
+            .unwrap_or(Err(Error::DeadlineExceeded))
     }
 
     /// Inside the grace window: the successor of `parent` that the session now holds, signed by
@@ -743,8 +847,7 @@ impl SessionRepo {
             return Ok(Some(successor));
         }
         Ok(self
-            .keys
-            .reread(&self.pool)
+            .within_deadline(self.keys.reread(&self.pool))
             .await?
             .and_then(|fresh| matching(&fresh)))
     }
@@ -824,7 +927,9 @@ impl SessionRepo {
     }
 }
 
-/// A pooled connection lent to one call; see [`SessionRepo::with_client`].
+/// A pooled connection lent to one call; see [`SessionRepo::with_client`]. Dropped before
+/// the call completed (abandoned, or past its deadline), it closes the connection and cancels
+/// its statement.
 struct Checkout {
     object: Option<deadpool_postgres::Client>,
     complete: bool,
@@ -839,13 +944,15 @@ impl Drop for Checkout {
             return;
         };
         let cancel = object.cancel_token();
-        // The request goes out with the pool's TLS settings, like its connections.
+        // The request goes out with the pool's TLS settings, like its connections, and gives
+        // up after the pool's create timeout (the server may be unreachable).
         let tls = crate::pool::cancel_connector(&object);
+        let limit = crate::pool::cancel_limit(deadpool_postgres::Object::pool(&object).as_ref());
         // Detached from the pool: dropping it closes the connection.
         drop(deadpool_postgres::Object::take(object));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(err) = crate::pool::cancel_query(cancel, tls).await {
+                if let Err(err) = crate::pool::cancel_query(cancel, tls, limit).await {
                     tracing::debug!(error = %err, "cancel request for an abandoned call failed");
                 }
             });
@@ -909,6 +1016,14 @@ impl Affected for Rotation {
             self,
             Rotation::Rotated { .. } | Rotation::TokenReused { .. }
         ))
+    }
+}
+
+/// Resolves at `deadline`, or never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

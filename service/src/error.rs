@@ -124,7 +124,11 @@ impl From<auth_sessions::Error> for ApiError {
             }
             E::MalformedToken => Self::RefreshRefused("malformed_token"),
             E::UnknownUser => Self::Unauthorized("unknown user"),
-            E::PoolTimeout | E::Connect(_) | E::Pool(_) | E::StatementTimeout => {
+            E::PoolTimeout
+            | E::Connect(_)
+            | E::Pool(_)
+            | E::StatementTimeout
+            | E::DeadlineExceeded => {
                 tracing::warn!(error = %ErrorChain(&err), "database unavailable");
                 Self::Unavailable
             }

@@ -255,7 +255,10 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("error: {}", describe(&err));
             let code = match err {
-                Error::Connect(_) | Error::Config(_) | Error::PoolTimeout => EXIT_UNAVAILABLE,
+                Error::Connect(_)
+                | Error::Config(_)
+                | Error::PoolTimeout
+                | Error::DeadlineExceeded => EXIT_UNAVAILABLE,
                 // The command does not apply to this database: a usage error.
                 Error::CitusUnavailable => EXIT_USAGE,
                 _ => EXIT_FAILED,
