@@ -28,6 +28,15 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/postg
 /// SQLSTATE 40001 instead.
 const ISOLATION_OPTION: &str = r"-c default_transaction_isolation=read\ committed";
 
+/// Every pooled connection plans prepared statements as PostgreSQL does by default, whatever
+/// the server's, the database's or the role's `plan_cache_mode`: on Citus, a statement that is
+/// not a single-table filter on the distribution column (a CTE that writes, a subquery,
+/// anything that visits every shard) has no generic plan, and under `force_generic_plan` it
+/// fails with SQLSTATE 0A000 ("could not create distributed plan"). Under `auto` Citus prices
+/// such plans out of reach, so PostgreSQL uses custom plans for them and generic plans where
+/// they work.
+const PLAN_CACHE_OPTION: &str = "-c plan_cache_mode=auto";
+
 /// Pool size and timeouts. Every timeout is finite.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -289,8 +298,9 @@ pub fn build_pool_with_config(
 /// configuration's own `ssl_mode` is replaced. Opens no connection.
 ///
 /// Every connection also gets `default_transaction_isolation = 'read committed'` (rotation
-/// relies on it, whatever the server's default) and the settings' `statement_timeout`, after
-/// any `options` the configuration carries. A failed TLS handshake (a certificate that does
+/// relies on it, whatever the server's default), `plan_cache_mode = auto` (on Citus, several
+/// statements cannot run as generic plans, see [`crate::Error::ForcedGenericPlan`]) and the
+/// settings' `statement_timeout`, after any `options` the configuration carries. A failed TLS handshake (a certificate that does
 /// not verify) or a server that refuses the connection's encryption fails the call that
 /// needed the connection with [`Error::Connect`].
 ///
@@ -304,6 +314,7 @@ pub fn build_pool_with_tls(
 ) -> Result<Pool, Error> {
     config.connect_timeout(settings.create_timeout);
     append_option(&mut config, ISOLATION_OPTION);
+    append_option(&mut config, PLAN_CACHE_OPTION);
     if let Some(timeout) = settings.statement_timeout {
         let millis = timeout.as_millis().max(1);
         append_option(&mut config, &format!("-c statement_timeout={millis}"));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use db::queries::sessions as q;
 use deadpool_postgres::Pool;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{BorrowToSql, ToSql};
 use tokio_postgres::{Row, RowStream, Statement, ToStatement};
 use tracing::instrument;
@@ -56,6 +57,11 @@ impl std::fmt::Debug for SessionRepo {
 impl SessionRepo {
     /// A repository over `pool` (see [`crate::build_pool`]) with the default
     /// [`SessionPolicy`]. The schema must be migrated ([`crate::migrate`]).
+    ///
+    /// On Citus, the connections of a pool built otherwise must not force generic plans
+    /// (`plan_cache_mode = force_generic_plan`, from the connection, the role or the database):
+    /// the calls whose statements Citus cannot plan generically then fail with
+    /// [`Error::ForcedGenericPlan`]. The pools of [`crate::build_pool`] plan under `auto`.
     pub fn new(pool: Pool) -> Self {
         Self::with_valid_policy(pool, SessionPolicy::default())
     }
@@ -170,7 +176,10 @@ impl SessionRepo {
         let result = match shared {
             Some(pipeline) => {
                 let lease = pipeline.lease().await?;
-                let result = op(&Conn(lease.client())).await;
+                let result = match op(&Conn(lease.client())).await {
+                    Err(err) => Err(explain_failure(lease.client(), err).await),
+                    ok => ok,
+                };
                 lease.complete();
                 result
             }
@@ -199,7 +208,10 @@ impl SessionRepo {
         let Some(client) = checkout.object.as_ref() else {
             return Err(Error::UnexpectedResponse("pooled connection missing"));
         };
-        let result = op(&Conn(client)).await;
+        let result = match op(&Conn(client)).await {
+            Err(err) => Err(explain_failure(client, err).await),
+            ok => ok,
+        };
         checkout.complete = true;
         result
     }
@@ -708,10 +720,14 @@ impl SessionRepo {
                 // A first store racing another instance's may see neither row (the statement's
                 // snapshot predates the other commit); the next statement sees it.
                 for _ in 0..3 {
-                    let stored = db::queries::rotation_keys::ensure_rotation_key()
+                    let stored = match db::queries::rotation_keys::ensure_rotation_key()
                         .bind(&client, &candidate.as_bytes().as_slice())
                         .opt()
-                        .await?;
+                        .await
+                    {
+                        Ok(stored) => stored,
+                        Err(err) => return Err(explain_failure(&client, err.into()).await),
+                    };
                     if let Some(bytes) = stored {
                         return RotationKey::from_bytes(&bytes);
                     }
@@ -719,6 +735,30 @@ impl SessionRepo {
                 Err(Error::UnexpectedResponse("no rotation key stored"))
             })
             .await
+    }
+}
+
+/// `err`, or [`Error::ForcedGenericPlan`] when it is Citus refusing a generic plan: a
+/// feature-not-supported error (SQLSTATE 0A000) on a connection whose `plan_cache_mode` is
+/// `force_generic_plan`. The connection is asked only after such an error; when it cannot
+/// answer, `err` is returned unchanged.
+async fn explain_failure(client: &tokio_postgres::Client, err: Error) -> Error {
+    match err {
+        Error::Database(db) if db.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+            let forced = client
+                .query_one(
+                    "SELECT current_setting('plan_cache_mode') = 'force_generic_plan'",
+                    &[],
+                )
+                .await
+                .is_ok_and(|row| row.get::<_, bool>(0));
+            if forced {
+                Error::ForcedGenericPlan(db)
+            } else {
+                Error::Database(db)
+            }
+        }
+        other => other,
     }
 }
 

@@ -1805,3 +1805,74 @@ async fn citus_every_statement_works_under_force_generic_plan_and_force_custom_p
     }
     cluster.set_database_plan_cache_mode(None).await;
 }
+
+/// A pool built without [`build_pool`] whose connections force generic plans: the calls whose
+/// statements Citus can route generically work (and so do the session functions, which plan
+/// under `auto` whatever the caller asks), the others fail with
+/// [`Error::ForcedGenericPlan`], which says what to change, rather than with a bare database
+/// error.
+#[tokio::test]
+#[ignore = "needs a Citus coordinator: set CITUS_URL"]
+async fn citus_a_pool_of_its_own_that_forces_generic_plans_is_refused_with_a_clear_error() {
+    let cluster = Cluster::new().await;
+    let mut config = Config::from_str(&cluster.url).unwrap();
+    config.options("-c plan_cache_mode=force_generic_plan");
+    let manager = auth_sessions::deadpool_postgres::Manager::new(config, NoTls);
+    let pool = Pool::builder(manager).max_size(1).build().unwrap();
+    let shown: String = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SHOW plan_cache_mode", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, "force_generic_plan");
+    let repo = SessionRepo::with_policy(
+        pool.clone(),
+        SessionPolicy::default()
+            .rotation_key(key())
+            .max_sessions_per_user(Some(1), CapPolicy::EvictLeastRecentlyActive),
+    )
+    .unwrap();
+    let user = cluster.user().await;
+    for _ in 0..RUNS {
+        // Routed generically, or a session function: these work.
+        let (session, token) = repo.create(&new_session(user, "phone")).await.unwrap();
+        assert_eq!(
+            repo.find_by_token(token.expose_secret()).await.unwrap(),
+            Some(session.clone())
+        );
+        assert_eq!(repo.count_live(user).await.unwrap(), 1, "the cap evicted");
+        rotated(&repo, &token).await;
+        assert!(repo.revoke(session.key()).await.unwrap());
+        // No generic plan on Citus: refused, with the reason.
+        for (call, result) in [
+            ("revoke_all", repo.revoke_all(user).await.map(|_| ())),
+            (
+                "validate",
+                repo.validate(token.expose_secret()).await.map(|_| ()),
+            ),
+            ("stats", repo.stats().await.map(|_| ())),
+            (
+                "delete_expired_batch",
+                repo.delete_expired_batch(10).await.map(|_| ()),
+            ),
+            (
+                "the stored rotation key",
+                SessionRepo::new(pool.clone())
+                    .rotate(token.expose_secret())
+                    .await
+                    .map(|_| ()),
+            ),
+        ] {
+            match result {
+                Err(err @ Error::ForcedGenericPlan(_)) => {
+                    assert!(err.to_string().contains("plan_cache_mode"), "{call}: {err}");
+                    assert!(!err.is_retryable(), "{call}");
+                }
+                other => panic!("{call}: expected ForcedGenericPlan, got {other:?}"),
+            }
+        }
+    }
+}
