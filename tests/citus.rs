@@ -10,6 +10,10 @@
 //!     cargo test --test citus -- --ignored --test-threads=1
 //! ```
 //!
+//! The test that connects through a worker uses CITUS_WORKER_URL (the same database on one
+//! worker) when it is set, otherwise the first active worker the coordinator lists in
+//! `pg_dist_node`, with CITUS_URL's user, password, database and TLS settings.
+//!
 //! Every test migrates that database, distributes it with 8 shards (both idempotent) and then
 //! EMPTIES `auth.users` and `auth.user_sessions`: point CITUS_URL at a scratch database only.
 //! The tests also serialize themselves on a lock, so they never see each other's rows.
@@ -26,7 +30,7 @@ use auth_sessions::deadpool_postgres::Pool;
 use auth_sessions::{
     CapPolicy, Error, NewSession, PoolSettings, RefreshToken, RevokeReason, Rotation, RotationKey,
     Session, SessionKey, SessionPolicy, SessionRepo, TOKEN_PREFIX, Validation, build_pool,
-    distribute, migrate,
+    build_pool_with_tls, distribute, migrate, parse_database_url,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -170,6 +174,50 @@ impl Cluster {
 
     async fn set_database_plan_cache_mode(&self, mode: Option<&str>) {
         Self::set_plan_cache_mode_on(&self.url, mode).await;
+    }
+
+    /// A pool on one worker: CITUS_WORKER_URL when set, otherwise the first active worker of
+    /// `pg_dist_node`, with CITUS_URL's user, password, database, options and TLS settings.
+    async fn worker_pool(&self) -> Pool {
+        if let Ok(url) = std::env::var("CITUS_WORKER_URL")
+            && !url.trim().is_empty()
+        {
+            return build_pool(&url, &PoolSettings::default())
+                .expect("CITUS_WORKER_URL must parse");
+        }
+        let row = self
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT nodename, nodeport FROM pg_dist_node
+                 WHERE isactive AND noderole = 'primary' AND shouldhaveshards
+                   AND groupid <> 0
+                 ORDER BY nodeid LIMIT 1",
+                &[],
+            )
+            .await
+            .expect("the coordinator lists no active worker in pg_dist_node");
+        let (host, port): (String, i32) = (row.get(0), row.get(1));
+        let (base, tls) = parse_database_url(&self.url).unwrap();
+        // Config::host and ::port append to the URL's lists: start from an empty config.
+        let mut config = Config::new();
+        config.host(&host).port(u16::try_from(port).unwrap());
+        if let Some(user) = base.get_user() {
+            config.user(user);
+        }
+        if let Some(password) = base.get_password() {
+            config.password(password);
+        }
+        if let Some(dbname) = base.get_dbname() {
+            config.dbname(dbname);
+        }
+        if let Some(options) = base.get_options() {
+            config.options(options);
+        }
+        eprintln!("CITUS_WORKER_URL unset: using the worker {host}:{port} from pg_dist_node");
+        build_pool_with_tls(config, &tls, &PoolSettings::default()).unwrap()
     }
 
     fn repo(&self) -> SessionRepo {
@@ -1543,16 +1591,15 @@ async fn citus_the_rotation_key_kept_by_the_database_is_shared_by_repositories()
 
 /// A service connected to a worker (Citus can serve clients on every node) with the default
 /// policy reads the rotation key there too: `distribute` made `auth.rotation_keys` a reference
-/// table. Needs CITUS_WORKER_URL, the same database on one worker.
+/// table. The worker is CITUS_WORKER_URL when set, otherwise the first active worker the
+/// coordinator lists, reached with CITUS_URL's user, password, database and TLS settings.
 #[tokio::test]
-#[ignore = "needs a Citus coordinator and worker: set CITUS_URL and CITUS_WORKER_URL"]
+#[ignore = "needs a Citus coordinator: set CITUS_URL"]
 async fn citus_rotation_through_a_worker_uses_the_shared_key() {
     let cluster = Cluster::new().await;
-    let worker_url = std::env::var("CITUS_WORKER_URL")
-        .expect("CITUS_WORKER_URL: the same database on one worker");
     let user = cluster.user().await;
     let coordinator = cluster.repo();
-    let worker = SessionRepo::new(build_pool(&worker_url, &PoolSettings::default()).unwrap());
+    let worker = SessionRepo::new(cluster.worker_pool().await);
     let (_, t0) = coordinator
         .create(&new_session(user, "phone"))
         .await
