@@ -70,6 +70,17 @@ pub enum Error {
     /// usable.
     #[error("the database canceled the statement (statement timeout)")]
     StatementTimeout,
+    /// On Citus, a statement that has no generic plan (a CTE that writes, a subquery, a
+    /// statement that visits every shard) ran on a connection whose `plan_cache_mode` is
+    /// `force_generic_plan`, and Citus refused it (SQLSTATE 0A000, "could not create
+    /// distributed plan"). The pools of [`crate::build_pool`] plan under `auto` whatever the
+    /// server says; a pool built otherwise needs `plan_cache_mode` `auto` (the default) or
+    /// `force_custom_plan` on its connections.
+    #[error(
+        "citus cannot run this statement as a generic plan and the connection forces them \
+         (plan_cache_mode = force_generic_plan)"
+    )]
+    ForcedGenericPlan(#[source] DatabaseError),
     /// Any other database failure (query error, lost connection...).
     #[error("database error")]
     Database(#[source] DatabaseError),

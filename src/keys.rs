@@ -266,23 +266,10 @@ impl Keys {
             return Ok(loaded.ring);
         }
         let client = pool.get().await?;
-        let mut rows = db::queries::rotation_keys::list_rotation_keys()
-            .bind(&client)
-            .all()
-            .await?;
-        if rows.is_empty() {
-            // Only now a write: a reader on a hot standby never gets here once a key exists.
-            let first = RotationKey::generate(1)?;
-            let (stored, nonce) = database.store(&first)?;
-            db::queries::rotation_keys::insert_rotation_key()
-                .bind(&client, &1i16, &stored.as_slice(), &nonce.as_deref())
-                .opt()
-                .await?;
-            rows = db::queries::rotation_keys::list_rotation_keys()
-                .bind(&client)
-                .all()
-                .await?;
-        }
+        let rows = match stored_rows(&client, database).await {
+            Ok(rows) => rows,
+            Err(err) => return Err(crate::repo::explain_failure(&client, err).await),
+        };
         let ring = Arc::new(database.ring(rows)?);
         if database.wrapping.is_none() && seen.is_none() {
             tracing::warn!(
@@ -296,6 +283,31 @@ impl Keys {
         });
         Ok(ring)
     }
+}
+
+/// The stored keys, after storing key 1 when there is none.
+async fn stored_rows(
+    client: &tokio_postgres::Client,
+    database: &DatabaseKeys,
+) -> Result<Vec<db::queries::rotation_keys::StoredKey>, Error> {
+    let rows = db::queries::rotation_keys::list_rotation_keys()
+        .bind(client)
+        .all()
+        .await?;
+    if !rows.is_empty() {
+        return Ok(rows);
+    }
+    // Only now a write: a reader on a hot standby never gets here once a key exists.
+    let first = RotationKey::generate(1)?;
+    let (stored, nonce) = database.store(&first)?;
+    db::queries::rotation_keys::insert_rotation_key()
+        .bind(client, &1i16, &stored.as_slice(), &nonce.as_deref())
+        .opt()
+        .await?;
+    Ok(db::queries::rotation_keys::list_rotation_keys()
+        .bind(client)
+        .all()
+        .await?)
 }
 
 impl DatabaseKeys {

@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rotation_key",
         sql: include_str!("../schema/011_rotation_key.sql"),
     },
+    Migration {
+        version: 14,
+        name: "plan_cache_mode",
+        sql: include_str!("../schema/014_plan_cache_mode.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migration runs (an arbitrary constant).

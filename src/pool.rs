@@ -41,6 +41,15 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a cancel request may take when the pool names no create timeout.
 const CANCEL_LIMIT: Duration = Duration::from_secs(5);
 
+/// Every pooled connection plans prepared statements as PostgreSQL does by default, whatever
+/// the server's, the database's or the role's `plan_cache_mode`: on Citus, a statement that is
+/// not a single-table filter on the distribution column (a CTE that writes, a subquery,
+/// anything that visits every shard) has no generic plan, and under `force_generic_plan` it
+/// fails with SQLSTATE 0A000 ("could not create distributed plan"). Under `auto` Citus prices
+/// such plans out of reach, so PostgreSQL uses custom plans for them and generic plans where
+/// they work.
+const PLAN_CACHE_OPTION: &str = "-c plan_cache_mode=auto";
+
 /// Pool size and timeouts. Every timeout is finite.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -302,8 +311,9 @@ pub fn build_pool_with_config(
 /// configuration's own `ssl_mode` is replaced. Opens no connection.
 ///
 /// Every connection also gets `default_transaction_isolation = 'read committed'` (rotation
-/// relies on it, whatever the server's default) and the settings' `statement_timeout`, after
-/// any `options` the configuration carries.
+/// relies on it, whatever the server's default), `plan_cache_mode = auto` (on Citus, several
+/// statements cannot run as generic plans, see [`crate::Error::ForcedGenericPlan`]) and the
+/// settings' `statement_timeout`, after any `options` the configuration carries.
 ///
 /// Every TCP connection (cancel requests too) has keepalive on, with probes after 30 s idle,
 /// every 10 s, 3 of them (`keepalives_idle`, `keepalives_interval`, `keepalives_retries`), and
@@ -327,6 +337,7 @@ pub fn build_pool_with_tls(
     config.connect_timeout(settings.create_timeout);
     detect_dead_peers(&mut config);
     append_option(&mut config, ISOLATION_OPTION);
+    append_option(&mut config, PLAN_CACHE_OPTION);
     if let Some(timeout) = settings.statement_timeout {
         let millis = timeout.as_millis().max(1);
         append_option(&mut config, &format!("-c statement_timeout={millis}"));

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use db::queries::sessions as q;
 use deadpool_postgres::Pool;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{BorrowToSql, ToSql};
 use tokio_postgres::{Row, RowStream, Statement, ToStatement};
 use tracing::instrument;
@@ -63,6 +64,11 @@ impl std::fmt::Debug for SessionRepo {
 impl SessionRepo {
     /// A repository over `pool` (see [`crate::build_pool`]) with the default
     /// [`SessionPolicy`]. The schema must be migrated ([`crate::migrate`]).
+    ///
+    /// On Citus, the connections of a pool built otherwise must not force generic plans
+    /// (`plan_cache_mode = force_generic_plan`, from the connection, the role or the database):
+    /// the calls whose statements Citus cannot plan generically then fail with
+    /// [`Error::ForcedGenericPlan`]. The pools of [`crate::build_pool`] plan under `auto`.
     pub fn new(pool: Pool) -> Self {
         Self::with_valid_policy(pool, SessionPolicy::default())
     }
@@ -237,6 +243,10 @@ impl SessionRepo {
                 };
                 match answered {
                     Some(result) => {
+                        let result = match result {
+                            Err(err) => Err(explain_failure(lease.client(), err).await),
+                            ok => ok,
+                        };
                         lease.complete();
                         result
                     }
@@ -288,6 +298,10 @@ impl SessionRepo {
             result = op(&conn) => result,
             // Dropped incomplete, the checkout closes the connection and cancels its statement.
             () = limit => return Err(Error::DeadlineExceeded),
+        };
+        let result = match result {
+            Err(err) => Err(explain_failure(client, err).await),
+            ok => ok,
         };
         checkout.complete = true;
         result
@@ -924,6 +938,30 @@ impl SessionRepo {
     pub async fn rotation_key_ids(&self) -> Result<Vec<u16>, Error> {
         let ring = self.keys.ring(&self.pool).await?;
         Ok(ring.keys().map(RotationKey::id).collect())
+    }
+}
+
+/// `err`, or [`Error::ForcedGenericPlan`] when it is Citus refusing a generic plan: a
+/// feature-not-supported error (SQLSTATE 0A000) on a connection whose `plan_cache_mode` is
+/// `force_generic_plan`. The connection is asked only after such an error; when it cannot
+/// answer, `err` is returned unchanged.
+pub(crate) async fn explain_failure(client: &tokio_postgres::Client, err: Error) -> Error {
+    match err {
+        Error::Database(db) if db.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+            let forced = client
+                .query_one(
+                    "SELECT current_setting('plan_cache_mode') = 'force_generic_plan'",
+                    &[],
+                )
+                .await
+                .is_ok_and(|row| row.get::<_, bool>(0));
+            if forced {
+                Error::ForcedGenericPlan(db)
+            } else {
+                Error::Database(db)
+            }
+        }
+        other => other,
     }
 }
 

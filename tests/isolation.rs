@@ -2,6 +2,9 @@
 //!
 //! - every pooled connection runs at READ COMMITTED, even where the database's default is
 //!   REPEATABLE READ (rotation relies on each statement taking a fresh snapshot);
+//! - every pooled connection plans under `plan_cache_mode = auto`, even where the database
+//!   forces generic plans (Citus has none for several statements), and so do the session
+//!   functions whatever their caller's setting;
 //! - retryable failures (serialization failure, deadlock, lock not available, closed
 //!   connection) are told apart from the rest;
 //! - migrations are not cut off by the pool's `statement_timeout` (or a `lock_timeout`) while
@@ -167,6 +170,76 @@ async fn rotation_converges_under_a_repeatable_read_database_default() {
 // ---------------------------------------------------------------------------------------------
 // Retryable failures
 // ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_pools_and_the_session_functions_plan_under_auto_whatever_the_database_forces() {
+    let db = TestDb::new().await;
+    common::admin()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET plan_cache_mode = force_generic_plan",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let plain = db.client().await;
+    assert_eq!(
+        show(&plain, "plan_cache_mode").await,
+        "force_generic_plan",
+        "the database default did not take"
+    );
+    let pool = common::pool_for(db.config(), &PoolSettings::default().max_size(1));
+    assert_eq!(
+        show(&pool.get().await.unwrap(), "plan_cache_mode").await,
+        "auto"
+    );
+
+    // The functions a Citus coordinator delegates to a worker (where the caller's connection
+    // options do not reach) carry the setting themselves.
+    let configs: Vec<(String, Vec<String>)> = plain
+        .query(
+            "SELECT proname::text, coalesce(proconfig, '{}') FROM pg_proc \
+             WHERE pronamespace = 'auth'::regnamespace \
+               AND proname IN ('create_session', 'rotate_session') ORDER BY proname",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let auto = vec!["plan_cache_mode=auto".to_owned()];
+    assert_eq!(
+        configs,
+        [
+            ("create_session".to_owned(), auto.clone()),
+            ("rotate_session".to_owned(), auto)
+        ]
+    );
+
+    // On one PostgreSQL every call works under either mode; here, on the pool's connection,
+    // past the five custom plans, with an eviction at the cap.
+    let repo = SessionRepo::with_policy(
+        pool,
+        SessionPolicy::default()
+            .rotation_key(key())
+            .max_sessions_per_user(Some(1), auth_sessions::CapPolicy::EvictLeastRecentlyActive),
+    )
+    .unwrap();
+    let user = db.user().await;
+    for _ in 0..6 {
+        let (session, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+        assert_eq!(repo.count_live(user).await.unwrap(), 1);
+        assert!(matches!(
+            repo.rotate(token.expose_secret()).await.unwrap(),
+            Rotation::Rotated { .. }
+        ));
+        assert_eq!(
+            repo.revoke_all_except(session.key()).await.unwrap(),
+            Some(0)
+        );
+    }
+}
 
 async fn scratch_table(db: &TestDb) -> Client {
     let client = db.client().await;
