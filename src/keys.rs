@@ -287,7 +287,7 @@ impl Keys {
 
 /// The stored keys, after storing key 1 when there is none.
 async fn stored_rows(
-    client: &tokio_postgres::Client,
+    client: &deadpool_postgres::Client,
     database: &DatabaseKeys,
 ) -> Result<Vec<db::queries::rotation_keys::StoredKey>, Error> {
     let rows = db::queries::rotation_keys::list_rotation_keys()
