@@ -2,7 +2,7 @@
 
 #[derive(Debug)]
 pub struct InsertRotationKeyParams<T1: crate::BytesSql, T2: crate::BytesSql> {
-    pub id: i16,
+    pub key_id: i16,
     pub key: T1,
     pub nonce: Option<T2>,
 }
@@ -194,7 +194,7 @@ impl ListRotationKeysStmt {
     }
 }
 pub struct InsertRotationKeyStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Stores key `id` (sealed, with its `nonce`, or in clear without) unless that id is taken.
+/// Stores key `key_id` (sealed, with its `nonce`, or in clear without) unless that id is taken.
 /// Returns the id, or no row when another instance stored that id first.
 pub fn insert_rotation_key() -> InsertRotationKeyStmt {
     InsertRotationKeyStmt(
@@ -213,13 +213,13 @@ impl InsertRotationKeyStmt {
     pub fn bind<'c, 'a, 's, C: GenericClient, T1: crate::BytesSql, T2: crate::BytesSql>(
         &'s self,
         client: &'c C,
-        id: &'a i16,
+        key_id: &'a i16,
         key: &'a T1,
         nonce: &'a Option<T2>,
     ) -> I16Query<'c, 'a, 's, C, i16, 3> {
         I16Query {
             client,
-            params: [id, key, nonce],
+            params: [key_id, key, nonce],
             query: self.0,
             cached: self.1.as_ref(),
             extractor: |row| Ok(row.try_get(0)?),
@@ -242,11 +242,11 @@ impl<'c, 'a, 's, C: GenericClient, T1: crate::BytesSql, T2: crate::BytesSql>
         client: &'c C,
         params: &'a InsertRotationKeyParams<T1, T2>,
     ) -> I16Query<'c, 'a, 's, C, i16, 3> {
-        self.bind(client, &params.id, &params.key, &params.nonce)
+        self.bind(client, &params.key_id, &params.key, &params.nonce)
     }
 }
 pub struct DeleteRotationKeyStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Deletes key `id` unless it is the highest (the active one). Returns the id, or no row.
+/// Deletes key `key_id` unless it is the highest (the active one). Returns the id, or no row.
 pub fn delete_rotation_key() -> DeleteRotationKeyStmt {
     DeleteRotationKeyStmt(
         "DELETE FROM auth.rotation_keys WHERE id = $1::smallint AND id < (SELECT max(id) FROM auth.rotation_keys) RETURNING id",
@@ -264,11 +264,11 @@ impl DeleteRotationKeyStmt {
     pub fn bind<'c, 'a, 's, C: GenericClient>(
         &'s self,
         client: &'c C,
-        id: &'a i16,
+        key_id: &'a i16,
     ) -> I16Query<'c, 'a, 's, C, i16, 1> {
         I16Query {
             client,
-            params: [id],
+            params: [key_id],
             query: self.0,
             cached: self.1.as_ref(),
             extractor: |row| Ok(row.try_get(0)?),
