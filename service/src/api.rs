@@ -18,7 +18,7 @@ use crate::error::ApiError;
 pub const REFRESH_COOKIE: &str = "refresh_token";
 /// The only path the browser sends the refresh cookie to (`/refresh` and `/refresh/page`).
 pub const REFRESH_PATH: &str = "/refresh";
-/// Longest refresh token accepted before parsing (a real one is 101 characters).
+/// Longest refresh token accepted before parsing (a real one is 125 characters).
 const MAX_REFRESH_TOKEN_CHARS: usize = 256;
 
 /// `POST /login`. `device` defaults to the `User-Agent`; `cookie: true` (browsers) puts the

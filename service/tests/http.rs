@@ -72,7 +72,7 @@ async fn the_whole_flow() {
     let laptop: Value = response.json().await.unwrap();
     let phone = login(&base, "ann@example.test", Some("Phone app")).await;
     assert_eq!(s(&laptop, "token_type"), "Bearer");
-    assert!(s(&laptop, "refresh_token").starts_with("asr1_"));
+    assert!(s(&laptop, "refresh_token").starts_with("asr2_"));
 
     let (status, me) = get(&base, "/me", &s(&laptop, "access_token")).await;
     assert_eq!(status, StatusCode::OK);
@@ -345,7 +345,7 @@ async fn bad_input_on_every_endpoint_is_refused_and_changes_nothing() {
 
     let long = "x".repeat(300);
     let huge = "y".repeat(20_000);
-    let garbage_token = format!("asr1_{}", "A".repeat(96));
+    let garbage_token = format!("asr2_{}", "A".repeat(120));
     let mut flipped = token.clone().into_bytes();
     flipped[40] = if flipped[40] == b'A' { b'B' } else { b'A' };
     let flipped = String::from_utf8(flipped).unwrap();
