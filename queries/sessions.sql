@@ -5,6 +5,7 @@
 --: SessionActivity()
 --: RevokedOthers()
 --: SessionStats()
+--: IdleWindow(next_user_id?, next_id?)
 
 -- Every statement but cleanup and stats filters `user_id = :user_id`, so it reaches one shard
 -- (Citus) or one partition; tests/partitioned.rs checks each plan.
@@ -240,26 +241,47 @@ WITH doomed AS (
 )
 SELECT count(*) AS deleted FROM deleted;
 
---! delete_idle_sessions_batch
---- Deletes up to `batch_size` unrevoked sessions idle for at least `idle_seconds` (tombstones go
---- by their retention instead), re-checking idleness inside the delete. `last_active_at` is in
---- no index (to keep activity updates HOT), so this scans. Returns how many were deleted.
-WITH doomed AS (
-    SELECT user_id, id
+--! delete_idle_sessions_in_key_window : IdleWindow
+--- One step of the walk that finds idle sessions: examines the next `window_size` sessions in
+--- primary-key order, from key (`from_user_id`, `from_id`) on, and deletes the unrevoked ones
+--- idle for at least `idle_seconds` (tombstones go by their retention instead), re-checking
+--- idleness inside the delete. `last_active_at` is in no index (to keep activity updates HOT),
+--- so no index finds idle rows; walking the primary key a window at a time bounds what one
+--- statement reads (`window_size` + 1 rows, per shard or partition), however large the table.
+--- Returns how many sessions were examined and deleted, and the key the next window starts
+--- from: none when the walk reached the end of the table.
+WITH walked AS (
+    SELECT user_id, id, revoked_at, last_active_at
     FROM auth.user_sessions
-    WHERE revoked_at IS NULL
-      AND last_active_at <= now() - make_interval(secs => :idle_seconds::bigint)
-    LIMIT :batch_size::bigint
+    WHERE (user_id, id) >= (:from_user_id, :from_id)
+    ORDER BY user_id, id
+    LIMIT :window_size::bigint + 1
+), examined AS (
+    SELECT user_id, id, revoked_at, last_active_at
+    FROM walked
+    ORDER BY user_id, id
+    LIMIT :window_size::bigint
+), next_key AS (
+    SELECT user_id, id
+    FROM walked
+    ORDER BY user_id, id
+    OFFSET :window_size::bigint
+    LIMIT 1
 ), deleted AS (
     DELETE FROM auth.user_sessions s
-    USING doomed
-    WHERE s.user_id = doomed.user_id
-      AND s.id = doomed.id
+    USING examined e
+    WHERE s.user_id = e.user_id
+      AND s.id = e.id
+      AND e.revoked_at IS NULL
+      AND e.last_active_at <= now() - make_interval(secs => :idle_seconds::bigint)
       AND s.revoked_at IS NULL
       AND s.last_active_at <= now() - make_interval(secs => :idle_seconds::bigint)
     RETURNING 1
 )
-SELECT count(*) AS deleted FROM deleted;
+SELECT (SELECT count(*) FROM examined) AS examined,
+    (SELECT count(*) FROM deleted) AS deleted,
+    (SELECT user_id FROM next_key) AS next_user_id,
+    (SELECT id FROM next_key) AS next_id;
 
 --! session_stats (idle_seconds?) : SessionStats
 --- Sessions in total, live, expired, revoked; users with sessions; the largest per-user count of

@@ -10,11 +10,12 @@ use tokio_postgres::{Row, RowStream, Statement, ToStatement};
 use tracing::instrument;
 use uuid::Uuid;
 
+use crate::cleanup::IdleWalk;
 use crate::outcome::Refusal;
 use crate::pipeline::{HotPath, Pipeline, PipelineSettings, PipelineStatus};
 use crate::{
-    Activity, CapPolicy, Device, Error, NewSession, RefreshToken, Rotation, RotationKey, Session,
-    SessionKey, SessionPolicy, SessionStats, TokenHash, Validation,
+    Activity, CapPolicy, CleanupBatch, CleanupError, Device, Error, NewSession, RefreshToken,
+    Rotation, RotationKey, Session, SessionKey, SessionPolicy, SessionStats, TokenHash, Validation,
 };
 
 /// The session store. Cheap to clone: clones share one pool (and, when the hot path is
@@ -34,6 +35,8 @@ pub struct SessionRepo {
     /// The shared connections of [`HotPath::Pipelined`]; `None` for [`HotPath::Exclusive`].
     pipeline: Option<Arc<Pipeline>>,
     hot_path: HotPath,
+    /// Where [`SessionRepo::delete_expired_batch`]'s walk for idle sessions resumes.
+    idle_walk: Arc<IdleWalk>,
     policy: Arc<SessionPolicy>,
     /// The key kept by the database, loaded once, when the policy names none.
     stored_key: Arc<tokio::sync::OnceCell<RotationKey>>,
@@ -78,6 +81,7 @@ impl SessionRepo {
             pool,
             pipeline: None,
             hot_path: HotPath::Exclusive,
+            idle_walk: Arc::default(),
             policy: Arc::new(policy),
             stored_key: Arc::new(tokio::sync::OnceCell::new()),
         }
@@ -457,52 +461,111 @@ impl SessionRepo {
         .await
     }
 
-    /// Deletes at most `limit` dead sessions in one bounded batch: first those past their
-    /// absolute expiry (oldest first, along the expiry index), then, with room left, tombstones
-    /// past [`SessionPolicy::tombstone_retention`] (oldest first, along their partial index),
-    /// then, with an idle timeout and room left, unrevoked ones idle for longer (a scan). Each kind is
-    /// one statement that takes no row lock before its delete and re-checks its condition
-    /// inside it, so it works alike on one node and on Citus, several cleaners can run at once
-    /// without deadlock (a second one waits for rows the first deletes, then skips them), and
-    /// a statement never deletes more than `limit` rows, so a `statement_timeout` cannot wedge
-    /// cleanup. Returns how many were deleted; fewer than `limit` means nothing is left for
-    /// now.
+    /// Deletes at most `limit` dead sessions in one bounded batch of up to three statements,
+    /// each of which reads a bounded number of rows however large the table:
+    ///
+    /// 1. sessions past their absolute expiry, oldest first, along the expiry index;
+    /// 2. with room left, tombstones past [`SessionPolicy::tombstone_retention`], oldest
+    ///    first, along their partial index;
+    /// 3. with an idle timeout and room left, one step of the idle walk: the next sessions in
+    ///    primary-key order, as many as there is room for, of which the unrevoked ones idle
+    ///    for longer are deleted. No index holds `last_active_at` (activity updates stay
+    ///    HOT), so idle sessions are found by walking the table a window at a time; the
+    ///    position is kept in the repository (shared by its clones) from one batch to the
+    ///    next, and starts over once the walk reaches the end of the table.
+    ///
+    /// No statement takes a row lock before its delete, and each re-checks its condition
+    /// inside it, so it works alike on one node and on Citus, and several cleaners can run at
+    /// once without deadlock (a second one waits for rows the first deletes, then skips them).
+    /// Run batches until one reports [`CleanupBatch::caught_up`]: a batch that deleted fewer
+    /// than `limit` may still be mid-walk.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for a zero `limit`; pool and database errors.
+    /// [`CleanupError`], with the cause in [`CleanupError::error`]: [`Error::InvalidInput`]
+    /// for a zero `limit` (before any database call), pool and database errors, for example
+    /// [`Error::StatementTimeout`] when a statement waited too long for a row another
+    /// transaction holds. Each statement commits on its own, so [`CleanupError::deleted`]
+    /// counts what the batch's earlier statements deleted. After a failed idle step the walk
+    /// stays where it was, and the next batch retries that window.
     #[instrument(skip_all, fields(limit, rows = tracing::field::Empty), err(Display))]
-    pub async fn delete_expired_batch(&self, limit: u32) -> Result<u64, Error> {
+    pub async fn delete_expired_batch(&self, limit: u32) -> Result<CleanupBatch, CleanupError> {
         if limit == 0 {
-            return Err(Error::InvalidInput {
+            return Err(CleanupError::before_any(Error::InvalidInput {
                 field: "limit",
                 problem: crate::InputProblem::OutOfRange,
-            });
+            }));
         }
-        self.with_client(Route::Bulk, async |client| {
-            let limit = i64::from(limit);
-            let mut deleted = q::delete_expired_sessions_batch()
-                .bind(client, &limit)
+        let outcome = self
+            .with_client(Route::Bulk, async |client| {
+                Ok(self.run_cleanup_batch(client, i64::from(limit)).await)
+            })
+            .await;
+        let (batch, failure) = match outcome {
+            Ok(BatchOutcome { batch, failure }) => (batch, failure),
+            Err(err) => (CleanupBatch::default(), Some(err)),
+        };
+        crate::metrics::cleanup_batch(batch.deleted());
+        match failure {
+            None => Ok(batch),
+            Some(error) => Err(CleanupError {
+                deleted: batch,
+                error,
+            }),
+        }
+    }
+
+    /// The statements of [`SessionRepo::delete_expired_batch`] on one connection: what they
+    /// deleted, and the error that stopped them, if any.
+    async fn run_cleanup_batch(&self, client: &Conn<'_>, limit: i64) -> BatchOutcome {
+        let mut batch = CleanupBatch::default();
+        let expired = q::delete_expired_sessions_batch()
+            .bind(client, &limit)
+            .one()
+            .await;
+        batch.expired = match expired {
+            Ok(deleted) => count(deleted),
+            Err(err) => return BatchOutcome::failed(batch, err.into()),
+        };
+        let mut room = limit - batch.expired as i64;
+        if room > 0 {
+            let tombstones = q::delete_revoked_sessions_batch()
+                .bind(client, &self.policy.retention_seconds(), &room)
                 .one()
-                .await?;
-            if deleted < limit {
-                deleted += q::delete_revoked_sessions_batch()
-                    .bind(client, &self.policy.retention_seconds(), &(limit - deleted))
-                    .one()
-                    .await?;
-            }
-            if let Some(idle) = self.policy.idle_seconds()
-                && deleted < limit
-            {
-                deleted += q::delete_idle_sessions_batch()
-                    .bind(client, &idle, &(limit - deleted))
-                    .one()
-                    .await?;
-            }
-            crate::metrics::cleanup_batch(count(deleted));
-            Ok(count(deleted))
-        })
-        .await
+                .await;
+            batch.tombstones = match tombstones {
+                Ok(deleted) => count(deleted),
+                Err(err) => return BatchOutcome::failed(batch, err.into()),
+            };
+            room -= batch.tombstones as i64;
+        }
+        // Expired rows and tombstones are drained when neither filled its room.
+        batch.caught_up = room > 0;
+        if let Some(idle) = self.policy.idle_seconds()
+            && room > 0
+        {
+            let (from_user_id, from_id) = self.idle_walk.position();
+            let window = q::delete_idle_sessions_in_key_window()
+                .bind(client, &from_user_id, &from_id, &room, &idle)
+                .one()
+                .await;
+            let window = match window {
+                Ok(window) => window,
+                Err(err) => {
+                    batch.caught_up = false;
+                    return BatchOutcome::failed(batch, err.into());
+                }
+            };
+            batch.idle = count(window.deleted);
+            batch.examined = count(window.examined);
+            let next = window.next_user_id.zip(window.next_id);
+            batch.caught_up = next.is_none();
+            self.idle_walk.advance(next);
+        }
+        BatchOutcome {
+            batch,
+            failure: None,
+        }
     }
 
     /// Counts for operators: sessions by state, users, the largest per-user count, sizes.
@@ -786,6 +849,30 @@ impl<T> Affected for Vec<T> {
 impl Affected for Session {
     fn rows(&self) -> u64 {
         1
+    }
+}
+
+/// What the statements of a cleanup batch deleted, and the error that stopped them.
+struct BatchOutcome {
+    batch: CleanupBatch,
+    failure: Option<Error>,
+}
+
+impl BatchOutcome {
+    fn failed(batch: CleanupBatch, error: Error) -> Self {
+        Self {
+            batch: CleanupBatch {
+                caught_up: false,
+                ..batch
+            },
+            failure: Some(error),
+        }
+    }
+}
+
+impl Affected for BatchOutcome {
+    fn rows(&self) -> u64 {
+        self.batch.deleted()
     }
 }
 

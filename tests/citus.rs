@@ -58,7 +58,7 @@ const FAN_OUT: &[&str] = &[
     "delete_expired_sessions",
     "delete_expired_sessions_batch",
     "delete_revoked_sessions_batch",
-    "delete_idle_sessions_batch",
+    "delete_idle_sessions_in_key_window",
     "session_stats",
 ];
 /// Statements run once per repository, not per request (the rotation key kept by the database,
@@ -1331,7 +1331,7 @@ async fn citus_cleanup_in_batches_with_two_concurrent_cleaners() {
     );
 
     // One bounded batch deletes exactly its limit.
-    assert_eq!(repo.delete_expired_batch(10).await.unwrap(), 10);
+    assert_eq!(repo.delete_expired_batch(10).await.unwrap().expired, 10);
     let mut deleted = 10;
 
     // Two cleaners at once, in small batches, each going on until no expired row is left:
@@ -1345,7 +1345,7 @@ async fn citus_cleanup_in_batches_with_two_concurrent_cleaners() {
             tokio::spawn(async move {
                 let (mut mine, mut batches, mut collisions) = (0u64, 0u64, 0u64);
                 loop {
-                    let n = repo.delete_expired_batch(7).await?;
+                    let n = repo.delete_expired_batch(7).await?.deleted();
                     batches += 1;
                     mine += n;
                     if n == 0 {
@@ -1403,7 +1403,11 @@ async fn citus_cleanup_in_batches_with_two_concurrent_cleaners() {
     let no_retention =
         cluster.repo_with(SessionPolicy::default().tombstone_retention(Duration::ZERO));
     assert_eq!(
-        no_retention.delete_expired_batch(1000).await.unwrap(),
+        no_retention
+            .delete_expired_batch(1000)
+            .await
+            .unwrap()
+            .tombstones,
         tombstones as u64
     );
     // The unbounded form.

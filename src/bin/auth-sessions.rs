@@ -100,10 +100,12 @@ enum Command {
     /// Delete expired and idle sessions and old tombstones in bounded batches. Requires
     /// --idle-timeout (the service's, or none).
     Cleanup {
-        /// Most rows one statement deletes.
+        /// Most rows one batch deletes, and most rows one step of the walk for idle sessions
+        /// examines.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         batch_size: u32,
-        /// Pause after each full batch, yielding to live traffic ("0s" for none).
+        /// Pause after each batch that leaves more to do, yielding to live traffic ("0s" for
+        /// none).
         #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
         pause: Duration,
         /// Repeat every DURATION (for example "30s", "5m"; at least 100ms) until interrupted
@@ -434,7 +436,7 @@ impl Interrupts {
     }
 }
 
-/// Cleanup rounds: batches until one comes back short; with `every`, again after each pause
+/// Cleanup rounds: batches until one has caught up; with `every`, again after each pause
 /// until Ctrl-C, which lets the running batch finish. A second Ctrl-C exits at once with
 /// [`EXIT_INTERRUPTED`], abandoning the batch in flight: the server ends its statement (at
 /// the latest at the statement timeout), and what it deleted was dead either way.
@@ -482,8 +484,8 @@ async fn cleanup(
         let started = Instant::now();
         let (mut deleted, mut batches) = (0u64, 0u64);
         loop {
-            let rows = repo.delete_expired_batch(batch_size).await?;
-            deleted += rows;
+            let batch = repo.delete_expired_batch(batch_size).await?;
+            deleted += batch.deleted();
             batches += 1;
             if let Some(bar) = &progress {
                 bar.set_message(format!(
@@ -491,7 +493,7 @@ async fn cleanup(
                     rate(deleted, started)
                 ));
             }
-            if rows < u64::from(batch_size) || interrupted.load(Ordering::SeqCst) {
+            if batch.caught_up || interrupted.load(Ordering::SeqCst) {
                 break;
             }
             tokio::select! {
