@@ -24,7 +24,7 @@ use crate::{
 /// Every method takes one connection (pooled, or shared when pipelined) and makes one round
 /// trip on it once the connection
 /// has prepared the statement (each query returns rows, so the generated code uses the pool's
-/// statement cache). The exceptions: [`SessionRepo::delete_expired_batch`] runs up to three
+/// statement cache). The exceptions: [`SessionRepo::delete_expired_batch`] runs up to four
 /// statements while its batch has room; [`SessionRepo::rotate`] of a token older than the
 /// current one's parent proves it and revokes in a second statement; and the first
 /// [`SessionRepo::rotate`] or [`SessionRepo::validate`] of a repository with no configured
@@ -461,18 +461,21 @@ impl SessionRepo {
         .await
     }
 
-    /// Deletes at most `limit` dead sessions in one bounded batch of up to three statements,
+    /// Deletes at most `limit` dead sessions in one bounded batch of up to four statements,
     /// each of which reads a bounded number of rows however large the table:
     ///
     /// 1. sessions past their absolute expiry, oldest first, along the expiry index;
     /// 2. with room left, tombstones past [`SessionPolicy::tombstone_retention`], oldest
     ///    first, along their partial index;
-    /// 3. with an idle timeout and room left, one step of the idle walk: the next sessions in
-    ///    primary-key order, as many as there is room for, of which the unrevoked ones idle
-    ///    for longer are deleted. No index holds `last_active_at` (activity updates stay
-    ///    HOT), so idle sessions are found by walking the table a window at a time; the
-    ///    position is kept in the repository (shared by its clones) from one batch to the
-    ///    next, and starts over once the walk reaches the end of the table.
+    /// 3. with an idle timeout and room left, one step of the idle walk: it reads the next
+    ///    sessions in primary-key order, as many as there is room for, and
+    /// 4. when some of them are unrevoked and idle for longer, deletes those in that key
+    ///    range.
+    ///
+    /// No index holds `last_active_at` (activity updates stay HOT), so idle sessions are
+    /// found by walking the table a window at a time; the position is kept in the repository
+    /// (shared by its clones) from one batch to the next, and starts over once the walk
+    /// reaches the end of the table.
     ///
     /// No statement takes a row lock before its delete, and each re-checks its condition
     /// inside it, so it works alike on one node and on Citus, and several cleaners can run at
@@ -545,19 +548,27 @@ impl SessionRepo {
             && room > 0
         {
             let (from_user_id, from_id) = self.idle_walk.position();
-            let window = q::delete_idle_sessions_in_key_window()
+            let window = q::find_idle_sessions_in_key_window()
                 .bind(client, &from_user_id, &from_id, &room, &idle)
                 .one()
                 .await;
             let window = match window {
                 Ok(window) => window,
-                Err(err) => {
-                    batch.caught_up = false;
-                    return BatchOutcome::failed(batch, err.into());
-                }
+                Err(err) => return BatchOutcome::failed(batch, err.into()),
             };
-            batch.idle = count(window.deleted);
             batch.examined = count(window.examined);
+            if let (true, Some(to_user_id), Some(to_id)) =
+                (window.idle > 0, window.last_user_id, window.last_id)
+            {
+                let deleted = q::delete_idle_sessions_in_key_range()
+                    .bind(client, &from_user_id, &from_id, &to_user_id, &to_id, &idle)
+                    .one()
+                    .await;
+                batch.idle = match deleted {
+                    Ok(deleted) => count(deleted),
+                    Err(err) => return BatchOutcome::failed(batch, err.into()),
+                };
+            }
             let next = window.next_user_id.zip(window.next_id);
             batch.caught_up = next.is_none();
             self.idle_walk.advance(next);

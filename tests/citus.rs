@@ -58,7 +58,8 @@ const FAN_OUT: &[&str] = &[
     "delete_expired_sessions",
     "delete_expired_sessions_batch",
     "delete_revoked_sessions_batch",
-    "delete_idle_sessions_in_key_window",
+    "find_idle_sessions_in_key_window",
+    "delete_idle_sessions_in_key_range",
     "session_stats",
 ];
 /// Statements run once per repository, not per request (the rotation key kept by the database,
@@ -586,7 +587,9 @@ async fn citus_hot_path_statements_reach_one_shard_and_functions_are_pushed_down
             "min_interval_seconds" => "60".into(),
             "grace_seconds" => "10".into(),
             "retention_seconds" => "604800".into(),
-            "batch_size" => "1000".into(),
+            "batch_size" | "window_size" => "1000".into(),
+            "from_user_id" | "from_id" => format!("'{}'::uuid", Uuid::nil()),
+            "to_user_id" | "to_id" => format!("'{}'::uuid", Uuid::max()),
             "candidate" => format!("'\\x{}'::bytea", "00".repeat(32)),
             other => panic!("no literal for parameter :{other}: add one to this test"),
         }
