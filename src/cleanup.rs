@@ -2,7 +2,7 @@
 //! inside a service (bounded batches, stopped by a shutdown signal).
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -84,22 +84,13 @@ pub(crate) struct IdleWalk(Mutex<Option<(Uuid, Uuid)>>);
 impl IdleWalk {
     /// The key the next window starts from (inclusive). The nil UUIDs sort before every key.
     pub(crate) fn position(&self) -> (Uuid, Uuid) {
-        self.lock().unwrap_or((Uuid::nil(), Uuid::nil()))
+        let next = *self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        next.unwrap_or((Uuid::nil(), Uuid::nil()))
     }
 
     /// Moves the walk to `next` (`None`: back to the start, once the end was reached).
     pub(crate) fn advance(&self, next: Option<(Uuid, Uuid)>) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
-    }
-
-    fn lock(&self) -> Option<(Uuid, Uuid)> {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = next;
     }
 }
 
