@@ -1973,7 +1973,8 @@ async fn cleanup(
             let rows = cleaner
                 .delete_expired_batch(batch)
                 .await
-                .expect("cleanup batch");
+                .expect("cleanup batch")
+                .deleted();
             deleted += rows;
             if rows < u64::from(batch) {
                 break;

@@ -5,6 +5,7 @@
 --: SessionActivity()
 --: RevokedOthers()
 --: SessionStats()
+--: IdleWindow(last_user_id?, last_id?, next_user_id?, next_id?)
 
 -- Every statement but cleanup and stats filters `user_id = :user_id`, so it reaches one shard
 -- (Citus) or one partition; tests/partitioned.rs checks each plan.
@@ -224,23 +225,61 @@ WITH doomed AS (
 )
 SELECT count(*) AS deleted FROM deleted;
 
---! delete_idle_sessions_batch
---- Deletes up to `batch_size` unrevoked sessions idle for at least `idle_seconds` (tombstones go
---- by their retention instead), re-checking idleness inside the delete. `last_active_at` is in
---- no index (to keep activity updates HOT), so this scans. Returns how many were deleted.
-WITH doomed AS (
-    SELECT user_id, id
+--! find_idle_sessions_in_key_window : IdleWindow
+--- One step of the walk that finds idle sessions, changing nothing: reads the next
+--- `window_size` sessions in primary-key order, from key (`from_user_id`, `from_id`) on.
+--- `last_active_at` is in no index (to keep activity updates HOT), so no index finds idle rows;
+--- walking the primary key a window at a time bounds what one statement reads (`window_size`
+--- + 1 rows, per shard or partition), however large the table. Returns how many sessions were
+--- examined and how many of them are unrevoked and idle for at least `idle_seconds`, the last
+--- key examined, and the key the next window starts from: none when the walk reached the end
+--- of the table.
+WITH walked AS (
+    SELECT user_id, id, revoked_at, last_active_at
     FROM auth.user_sessions
-    WHERE revoked_at IS NULL
+    WHERE (user_id, id) >= (:from_user_id, :from_id)
+    ORDER BY user_id, id
+    LIMIT :window_size::bigint + 1
+), examined AS (
+    SELECT user_id, id, revoked_at, last_active_at
+    FROM walked
+    ORDER BY user_id, id
+    LIMIT :window_size::bigint
+), last_key AS (
+    SELECT user_id, id
+    FROM examined
+    ORDER BY user_id DESC, id DESC
+    LIMIT 1
+), next_key AS (
+    SELECT user_id, id
+    FROM walked
+    ORDER BY user_id, id
+    OFFSET :window_size::bigint
+    LIMIT 1
+)
+SELECT (SELECT count(*) FROM examined) AS examined,
+    (SELECT count(*) FROM examined
+     WHERE revoked_at IS NULL
+       AND last_active_at <= now() - make_interval(secs => :idle_seconds::bigint)) AS idle,
+    (SELECT user_id FROM last_key) AS last_user_id,
+    (SELECT id FROM last_key) AS last_id,
+    (SELECT user_id FROM next_key) AS next_user_id,
+    (SELECT id FROM next_key) AS next_id;
+
+--! delete_idle_sessions_in_key_range
+--- Deletes the unrevoked sessions idle for at least `idle_seconds` (tombstones go by their
+--- retention instead) whose primary key lies from (`from_user_id`, `from_id`) to
+--- (`to_user_id`, `to_id`), both included: a window find_idle_sessions_in_key_window has just
+--- examined, so this reads about as many rows, along the primary key. The bounds are
+--- parameters, not the result of a subquery, so that every shard or partition scans only its
+--- part of the range whatever join a planner would choose. Idleness is checked on the newest
+--- version of each row. Returns how many were deleted.
+WITH deleted AS (
+    DELETE FROM auth.user_sessions
+    WHERE (user_id, id) >= (:from_user_id, :from_id)
+      AND (user_id, id) <= (:to_user_id, :to_id)
+      AND revoked_at IS NULL
       AND last_active_at <= now() - make_interval(secs => :idle_seconds::bigint)
-    LIMIT :batch_size::bigint
-), deleted AS (
-    DELETE FROM auth.user_sessions s
-    USING doomed
-    WHERE s.user_id = doomed.user_id
-      AND s.id = doomed.id
-      AND s.revoked_at IS NULL
-      AND s.last_active_at <= now() - make_interval(secs => :idle_seconds::bigint)
     RETURNING 1
 )
 SELECT count(*) AS deleted FROM deleted;

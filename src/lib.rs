@@ -16,7 +16,9 @@ mod repo;
 mod session;
 mod token;
 
-pub use cleanup::{CleanupReport, CleanupSettings, run_cleanup, spawn_cleanup};
+pub use cleanup::{
+    CleanupBatch, CleanupError, CleanupReport, CleanupSettings, run_cleanup, spawn_cleanup,
+};
 pub use distribute::{DistributionReport, distribute};
 pub use error::{DatabaseError, Error, InputProblem};
 pub use keys::{DatabaseKeys, KeySource, WrappingKey};

@@ -12,14 +12,16 @@ use tokio_postgres::{Row, RowStream, Statement, ToStatement};
 use tracing::instrument;
 use uuid::Uuid;
 
+use crate::cleanup::IdleWalk;
 use crate::keys::Keys;
 use crate::outcome::Refusal;
 use crate::pipeline::{
     DEFAULT_DEADLINE, HotPath, MAX_DEADLINE, Pipeline, PipelineSettings, PipelineStatus,
 };
 use crate::{
-    Activity, CapPolicy, Device, Error, KeyRing, KeySource, NewSession, RefreshToken, Rotation,
-    RotationKey, Session, SessionKey, SessionPolicy, SessionStats, Validation,
+    Activity, CapPolicy, CleanupBatch, CleanupError, Device, Error, KeyRing, KeySource, NewSession,
+    RefreshToken, Rotation, RotationKey, Session, SessionKey, SessionPolicy, SessionStats,
+    Validation,
 };
 
 /// The session store. Cheap to clone: clones share one pool (and, when the hot path is
@@ -28,7 +30,7 @@ use crate::{
 /// Every method takes one connection (pooled, or shared when pipelined) and makes one round
 /// trip on it once the connection
 /// has prepared the statement (each query returns rows, so the generated code uses the pool's
-/// statement cache). The exceptions: [`SessionRepo::delete_expired_batch`] runs up to three
+/// statement cache). The exceptions: [`SessionRepo::delete_expired_batch`] runs up to four
 /// statements while its batch has room; a token whose tag does not verify costs no statement
 /// at all; and with keys kept by the database ([`KeySource::Database`]) the calls that sign
 /// or verify tokens read the stored keys on a pooled connection when they have not been read
@@ -41,6 +43,8 @@ pub struct SessionRepo {
     hot_path: HotPath,
     /// How long each hot-path call may take ([`SessionRepo::with_deadline`]).
     deadline: Duration,
+    /// Where [`SessionRepo::delete_expired_batch`]'s walk for idle sessions resumes.
+    idle_walk: Arc<IdleWalk>,
     policy: Arc<SessionPolicy>,
     /// The rotation keys, from the policy's source.
     keys: Arc<Keys>,
@@ -93,6 +97,7 @@ impl SessionRepo {
             hot_path: HotPath::Exclusive,
             keys: Arc::new(Keys::new(policy.rotation_keys.clone())),
             deadline: DEFAULT_DEADLINE,
+            idle_walk: Arc::default(),
             policy: Arc::new(policy),
         }
     }
@@ -579,52 +584,122 @@ impl SessionRepo {
         .await
     }
 
-    /// Deletes at most `limit` dead sessions in one bounded batch: first those past their
-    /// absolute expiry (oldest first, along the expiry index), then, with room left, tombstones
-    /// past [`SessionPolicy::tombstone_retention`] (oldest first, along their partial index),
-    /// then, with an idle timeout and room left, unrevoked ones idle for longer (a scan). Each kind is
-    /// one statement that takes no row lock before its delete and re-checks its condition
-    /// inside it, so it works alike on one node and on Citus, several cleaners can run at once
-    /// without deadlock (a second one waits for rows the first deletes, then skips them), and
-    /// a statement never deletes more than `limit` rows, so a `statement_timeout` cannot wedge
-    /// cleanup. Returns how many were deleted; fewer than `limit` means nothing is left for
-    /// now.
+    /// Deletes at most `limit` dead sessions in one bounded batch of up to four statements,
+    /// each of which reads a bounded number of rows however large the table:
+    ///
+    /// 1. sessions past their absolute expiry, oldest first, along the expiry index;
+    /// 2. with room left, tombstones past [`SessionPolicy::tombstone_retention`], oldest
+    ///    first, along their partial index;
+    /// 3. with an idle timeout and room left, one step of the idle walk: it reads the next
+    ///    sessions in primary-key order, as many as there is room for, and
+    /// 4. when some of them are unrevoked and idle for longer, deletes those in that key
+    ///    range.
+    ///
+    /// No index holds `last_active_at` (activity updates stay HOT), so idle sessions are
+    /// found by walking the table a window at a time; the position is kept in the repository
+    /// (shared by its clones) from one batch to the next, and starts over once the walk
+    /// reaches the end of the table.
+    ///
+    /// No statement takes a row lock before its delete, and each re-checks its condition
+    /// inside it, so it works alike on one node and on Citus, and several cleaners can run at
+    /// once without deadlock (a second one waits for rows the first deletes, then skips them).
+    /// Run batches until one reports [`CleanupBatch::caught_up`]: a batch that deleted fewer
+    /// than `limit` may still be mid-walk.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for a zero `limit`; pool and database errors.
+    /// [`CleanupError`], with the cause in [`CleanupError::error`]: [`Error::InvalidInput`]
+    /// for a zero `limit` (before any database call), pool and database errors, for example
+    /// [`Error::StatementTimeout`] when a statement waited too long for a row another
+    /// transaction holds. Each statement commits on its own, so [`CleanupError::deleted`]
+    /// counts what the batch's earlier statements deleted. After a failed idle step the walk
+    /// stays where it was, and the next batch retries that window.
     #[instrument(skip_all, fields(limit, rows = tracing::field::Empty), err(Display))]
-    pub async fn delete_expired_batch(&self, limit: u32) -> Result<u64, Error> {
+    pub async fn delete_expired_batch(&self, limit: u32) -> Result<CleanupBatch, CleanupError> {
         if limit == 0 {
-            return Err(Error::InvalidInput {
+            return Err(CleanupError::before_any(Error::InvalidInput {
                 field: "limit",
                 problem: crate::InputProblem::OutOfRange,
-            });
+            }));
         }
-        self.with_client(Route::Bulk, async |client| {
-            let limit = i64::from(limit);
-            let mut deleted = q::delete_expired_sessions_batch()
-                .bind(client, &limit)
+        let outcome = self
+            .with_client(Route::Bulk, async |client| {
+                Ok(self.run_cleanup_batch(client, i64::from(limit)).await)
+            })
+            .await;
+        let (batch, failure) = match outcome {
+            Ok(BatchOutcome { batch, failure }) => (batch, failure),
+            Err(err) => (CleanupBatch::default(), Some(err)),
+        };
+        crate::metrics::cleanup_batch(batch.deleted());
+        match failure {
+            None => Ok(batch),
+            Some(error) => Err(CleanupError {
+                deleted: batch,
+                error,
+            }),
+        }
+    }
+
+    /// The statements of [`SessionRepo::delete_expired_batch`] on one connection: what they
+    /// deleted, and the error that stopped them, if any.
+    async fn run_cleanup_batch(&self, client: &Conn<'_>, limit: i64) -> BatchOutcome {
+        let mut batch = CleanupBatch::default();
+        let expired = q::delete_expired_sessions_batch()
+            .bind(client, &limit)
+            .one()
+            .await;
+        batch.expired = match expired {
+            Ok(deleted) => count(deleted),
+            Err(err) => return BatchOutcome::failed(batch, err.into()),
+        };
+        let mut room = limit - batch.expired as i64;
+        if room > 0 {
+            let tombstones = q::delete_revoked_sessions_batch()
+                .bind(client, &self.policy.retention_seconds(), &room)
                 .one()
-                .await?;
-            if deleted < limit {
-                deleted += q::delete_revoked_sessions_batch()
-                    .bind(client, &self.policy.retention_seconds(), &(limit - deleted))
-                    .one()
-                    .await?;
-            }
-            if let Some(idle) = self.policy.idle_seconds()
-                && deleted < limit
+                .await;
+            batch.tombstones = match tombstones {
+                Ok(deleted) => count(deleted),
+                Err(err) => return BatchOutcome::failed(batch, err.into()),
+            };
+            room -= batch.tombstones as i64;
+        }
+        // Expired rows and tombstones are drained when neither filled its room.
+        batch.caught_up = room > 0;
+        if let Some(idle) = self.policy.idle_seconds()
+            && room > 0
+        {
+            let (from_user_id, from_id) = self.idle_walk.position();
+            let window = q::find_idle_sessions_in_key_window()
+                .bind(client, &from_user_id, &from_id, &room, &idle)
+                .one()
+                .await;
+            let window = match window {
+                Ok(window) => window,
+                Err(err) => return BatchOutcome::failed(batch, err.into()),
+            };
+            batch.examined = count(window.examined);
+            if let (true, Some(to_user_id), Some(to_id)) =
+                (window.idle > 0, window.last_user_id, window.last_id)
             {
-                deleted += q::delete_idle_sessions_batch()
-                    .bind(client, &idle, &(limit - deleted))
+                let deleted = q::delete_idle_sessions_in_key_range()
+                    .bind(client, &from_user_id, &from_id, &to_user_id, &to_id, &idle)
                     .one()
-                    .await?;
+                    .await;
+                batch.idle = match deleted {
+                    Ok(deleted) => count(deleted),
+                    Err(err) => return BatchOutcome::failed(batch, err.into()),
+                };
             }
-            crate::metrics::cleanup_batch(count(deleted));
-            Ok(count(deleted))
-        })
-        .await
+            let next = window.next_user_id.zip(window.next_id);
+            batch.caught_up = next.is_none();
+            self.idle_walk.advance(next);
+        }
+        BatchOutcome {
+            batch,
+            failure: None,
+        }
     }
 
     /// Counts for operators: sessions by state, users, the largest per-user count, sizes.
@@ -1033,6 +1108,30 @@ impl<T> Affected for Vec<T> {
 impl Affected for Session {
     fn rows(&self) -> u64 {
         1
+    }
+}
+
+/// What the statements of a cleanup batch deleted, and the error that stopped them.
+struct BatchOutcome {
+    batch: CleanupBatch,
+    failure: Option<Error>,
+}
+
+impl BatchOutcome {
+    fn failed(batch: CleanupBatch, error: Error) -> Self {
+        Self {
+            batch: CleanupBatch {
+                caught_up: false,
+                ..batch
+            },
+            failure: Some(error),
+        }
+    }
+}
+
+impl Affected for BatchOutcome {
+    fn rows(&self) -> u64 {
+        self.batch.deleted()
     }
 }
 

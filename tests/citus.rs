@@ -62,7 +62,8 @@ const FAN_OUT: &[&str] = &[
     "delete_expired_sessions",
     "delete_expired_sessions_batch",
     "delete_revoked_sessions_batch",
-    "delete_idle_sessions_batch",
+    "find_idle_sessions_in_key_window",
+    "delete_idle_sessions_in_key_range",
     "session_stats",
 ];
 /// Statements on the rotation keys kept by the database (a reference table), run when a
@@ -638,7 +639,9 @@ async fn citus_hot_path_statements_reach_one_shard_and_functions_are_pushed_down
             "min_interval_seconds" => "60".into(),
             "grace_seconds" => "10".into(),
             "retention_seconds" => "604800".into(),
-            "batch_size" => "1000".into(),
+            "batch_size" | "window_size" => "1000".into(),
+            "from_user_id" | "from_id" => format!("'{}'::uuid", Uuid::nil()),
+            "to_user_id" | "to_id" => format!("'{}'::uuid", Uuid::max()),
             "key_id" => "1".into(),
             "key" => format!("'\\x{}'::bytea", "00".repeat(32)),
             "nonce" => "NULL::bytea".into(),
@@ -1384,7 +1387,7 @@ async fn citus_cleanup_in_batches_with_two_concurrent_cleaners() {
     );
 
     // One bounded batch deletes exactly its limit.
-    assert_eq!(repo.delete_expired_batch(10).await.unwrap(), 10);
+    assert_eq!(repo.delete_expired_batch(10).await.unwrap().expired, 10);
     let mut deleted = 10;
 
     // Two cleaners at once, in small batches, each going on until no expired row is left:
@@ -1398,7 +1401,7 @@ async fn citus_cleanup_in_batches_with_two_concurrent_cleaners() {
             tokio::spawn(async move {
                 let (mut mine, mut batches, mut collisions) = (0u64, 0u64, 0u64);
                 loop {
-                    let n = repo.delete_expired_batch(7).await?;
+                    let n = repo.delete_expired_batch(7).await?.deleted();
                     batches += 1;
                     mine += n;
                     if n == 0 {
@@ -1456,7 +1459,11 @@ async fn citus_cleanup_in_batches_with_two_concurrent_cleaners() {
     let no_retention =
         cluster.repo_with(SessionPolicy::default().tombstone_retention(Duration::ZERO));
     assert_eq!(
-        no_retention.delete_expired_batch(1000).await.unwrap(),
+        no_retention
+            .delete_expired_batch(1000)
+            .await
+            .unwrap()
+            .tombstones,
         tombstones as u64
     );
     // The unbounded form.
@@ -1762,7 +1769,8 @@ async fn every_call_of_the_api(cluster: &Cluster, pool: &Pool, mode: &str) {
             mode,
             "delete_expired_batch",
             repo.delete_expired_batch(1).await,
-        );
+        )
+        .deleted();
         let stats = ok(mode, "stats", repo.stats().await);
         assert_eq!(stats.live, 0, "{mode}: {stats:?}");
         ok(mode, "delete_expired", repo.delete_expired().await);
@@ -1890,7 +1898,10 @@ async fn citus_a_pool_of_its_own_that_forces_generic_plans_is_refused_with_a_cle
             ("stats", repo.stats().await.map(|_| ())),
             (
                 "delete_expired_batch",
-                repo.delete_expired_batch(10).await.map(|_| ()),
+                repo.delete_expired_batch(10)
+                    .await
+                    .map(|_| ())
+                    .map_err(Error::from),
             ),
         ] {
             match result {

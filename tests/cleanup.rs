@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use auth_sessions::{
-    CleanupSettings, Error, NewSession, PoolSettings, RefreshToken, RevokeReason, Rotation,
-    RotationKey, SessionPolicy, SessionRepo, Validation, spawn_cleanup,
+    CleanupBatch, CleanupSettings, Error, NewSession, PoolSettings, RefreshToken, RevokeReason,
+    Rotation, RotationKey, SessionPolicy, SessionRepo, Validation, spawn_cleanup,
 };
 use common::TestDb;
 use uuid::Uuid;
@@ -63,21 +63,20 @@ async fn bulk_sessions_with(
     assert_eq!(inserted, u64::try_from(count).unwrap());
 }
 
-/// Runs `repo.delete_expired_batch(limit)` until a batch deletes nothing; returns the total.
-/// (Under concurrency a short batch only means another cleaner took some rows; a batch that
-/// deletes nothing means nothing was left.)
+/// Runs `repo.delete_expired_batch(limit)` until a batch has caught up; returns the total.
+/// (A short batch only means another cleaner took some rows, or the idle walk is mid-table.)
 async fn clean_until_empty(repo: &SessionRepo, limit: u32) -> Result<u64, Error> {
     let mut deleted = 0;
     loop {
         let batch = repo.delete_expired_batch(limit).await?;
         assert!(
-            batch <= u64::from(limit),
-            "a batch deleted {batch} > {limit}"
+            batch.deleted() <= u64::from(limit) && batch.examined <= u64::from(limit),
+            "a batch deleted or examined more than {limit}: {batch:?}"
         );
-        if batch == 0 {
+        deleted += batch.deleted();
+        if batch.caught_up {
             return Ok(deleted);
         }
-        deleted += batch;
     }
 }
 
@@ -183,7 +182,10 @@ fn query_text(name: &str, params: &[(&str, &str)]) -> String {
     let file =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/queries/sessions.sql"))
             .unwrap();
-    let start = file.find(&format!("--! {name}\n")).unwrap();
+    let start = [format!("--! {name}\n"), format!("--! {name} ")]
+        .iter()
+        .find_map(|header| file.find(header.as_str()))
+        .unwrap_or_else(|| panic!("no query {name}"));
     let body: Vec<&str> = file[start..]
         .lines()
         .filter(|line| !line.starts_with("--"))
@@ -233,8 +235,13 @@ async fn the_batch_query_walks_the_expiry_index_past_dead_tuples() {
     );
     assert!(!plan.contains("Seq Scan on user_sessions"), "{plan}");
 
-    assert_eq!(db.repo.delete_expired_batch(1000).await.unwrap(), 1000);
-    assert_eq!(db.repo.delete_expired_batch(5000).await.unwrap(), 1000);
+    let first = db.repo.delete_expired_batch(1000).await.unwrap();
+    assert_eq!((first.expired, first.examined), (1000, 0), "{first:?}");
+    assert!(!first.caught_up);
+    assert_eq!(
+        db.repo.delete_expired_batch(5000).await.unwrap().expired,
+        1000
+    );
 }
 
 /// Waits until the table is empty (the background task deleted every row), for at most 20 s.
@@ -281,11 +288,12 @@ async fn a_zero_batch_is_refused() {
     let err = db.repo.delete_expired_batch(0).await.unwrap_err();
     assert!(
         matches!(
-            err,
+            err.error,
             auth_sessions::Error::InvalidInput { field: "limit", .. }
         ),
         "{err:?}"
     );
+    assert_eq!(err.deleted.deleted(), 0);
 }
 
 const HOUR: Duration = Duration::from_secs(60 * 60);
@@ -312,8 +320,18 @@ async fn idle_sessions_are_deleted_in_batches_and_live_ones_stay() {
     };
 
     // Two hours of idleness is nothing under the default 14 days, or without an idle timeout.
-    assert_eq!(db.repo.delete_expired_batch(100).await.unwrap(), 0);
-    assert_eq!(with_idle(None).delete_expired_batch(100).await.unwrap(), 0);
+    assert_eq!(
+        db.repo.delete_expired_batch(100).await.unwrap().deleted(),
+        0
+    );
+    assert_eq!(
+        with_idle(None)
+            .delete_expired_batch(100)
+            .await
+            .unwrap()
+            .deleted(),
+        0
+    );
     assert_eq!(with_idle(None).delete_expired().await.unwrap(), 0);
     assert_eq!(db.session_rows().await, 8);
 
@@ -323,13 +341,24 @@ async fn idle_sessions_are_deleted_in_batches_and_live_ones_stay() {
         repo.validate(idle[0].expose_secret()).await.unwrap(),
         Validation::IdleTimedOut
     );
-    let batches = [
-        repo.delete_expired_batch(2).await.unwrap(),
-        repo.delete_expired_batch(2).await.unwrap(),
-        repo.delete_expired_batch(2).await.unwrap(),
-        repo.delete_expired_batch(2).await.unwrap(),
-    ];
-    assert_eq!(batches, [2, 2, 1, 0]);
+    // The walk examines two sessions per batch, in key order: four batches for eight rows,
+    // the last of which reaches the end of the table.
+    let mut batches = Vec::new();
+    loop {
+        let batch = repo.delete_expired_batch(2).await.unwrap();
+        assert_eq!(batch.examined, 2, "{batch:?}");
+        batches.push(batch);
+        if batch.caught_up {
+            break;
+        }
+        assert!(batches.len() < 4, "{batches:?}");
+    }
+    assert_eq!(batches.len(), 4, "{batches:?}");
+    assert_eq!(
+        batches.iter().map(|b| b.idle).sum::<u64>(),
+        5,
+        "{batches:?}"
+    );
     assert_eq!(
         db.session_rows().await,
         3,
@@ -373,11 +402,13 @@ async fn the_cli_cleanup_deletes_idle_sessions_under_its_idle_timeout() {
     let text = stdout(
         cli(&db)
             .args(["cleanup", "--idle-timeout", "14days", "--batch-size", "2"])
+            .args(["--tombstone-retention", "7days"])
             .output()
             .unwrap(),
     );
+    // Eight sessions, two examined per batch.
     assert!(
-        text.contains("deleted 0 session(s) in 1 batch(es)"),
+        text.contains("deleted 0 session(s) in 4 batch(es)"),
         "{text}"
     );
     assert_eq!(db.session_rows().await, 8);
@@ -386,11 +417,12 @@ async fn the_cli_cleanup_deletes_idle_sessions_under_its_idle_timeout() {
     let text = stdout(
         cli(&db)
             .args(["--idle-timeout", "1h", "cleanup", "--batch-size", "2"])
+            .args(["--tombstone-retention", "7days"])
             .output()
             .unwrap(),
     );
     assert!(
-        text.contains("deleted 5 session(s) in 3 batch(es)"),
+        text.contains("deleted 5 session(s) in 4 batch(es)"),
         "{text}"
     );
     assert_eq!(db.session_rows().await, 3);
@@ -407,6 +439,7 @@ async fn the_cli_cleanup_deletes_idle_sessions_under_its_idle_timeout() {
     let text = stdout(
         cli(&db)
             .args(["cleanup", "--idle-timeout", "none"])
+            .args(["--tombstone-retention", "7days"])
             .output()
             .unwrap(),
     );
@@ -448,9 +481,10 @@ async fn tombstones_are_kept_for_the_retention_then_deleted() {
     }
 
     // Bounded batches delete the old tombstones only.
-    assert_eq!(db.repo.delete_expired_batch(3).await.unwrap(), 3);
-    assert_eq!(db.repo.delete_expired_batch(3).await.unwrap(), 1);
-    assert_eq!(db.repo.delete_expired_batch(3).await.unwrap(), 0);
+    let first = db.repo.delete_expired_batch(3).await.unwrap();
+    assert_eq!((first.tombstones, first.examined), (3, 0), "{first:?}");
+    assert_eq!(db.repo.delete_expired_batch(3).await.unwrap().tombstones, 1);
+    assert_eq!(db.repo.delete_expired_batch(3).await.unwrap().deleted(), 0);
     assert_eq!(db.session_rows().await, 4);
     for token in &old {
         assert_eq!(
@@ -536,14 +570,14 @@ async fn cleanup_progresses_under_a_300_ms_statement_timeout() {
     let mut total = 0;
     let mut batches = 0;
     loop {
-        let deleted = repo
+        let batch = repo
             .delete_expired_batch(1000)
             .await
             .unwrap_or_else(|err| panic!("batch {batches} failed: {err:?}"));
-        assert!(deleted <= 1000, "{deleted}");
+        assert!(batch.deleted() <= 1000, "{batch:?}");
         batches += 1;
-        total += deleted;
-        if deleted == 0 {
+        total += batch.deleted();
+        if batch.caught_up {
             break;
         }
         assert!(
@@ -623,4 +657,445 @@ async fn four_cleaners_at_once_delete_every_dead_row_exactly_once() {
                 .is_some()
         );
     }
+}
+
+// ---- Defects of the first cleanup design (each test failed on it first) ----
+
+/// Rows a statement examined on the session table, from its `EXPLAIN ANALYZE` (run in a
+/// transaction that is rolled back): rows returned plus rows removed by filters, over every
+/// scan of `user_sessions` (the delete itself not counted).
+async fn rows_examined(client: &mut tokio_postgres::Client, sql: &str) -> (u64, String) {
+    let tx = client.transaction().await.unwrap();
+    let lines: Vec<String> = tx
+        .query(
+            &format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    tx.rollback().await.unwrap();
+    let number = |line: &str, key: &str| -> Option<u64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let (mut total, mut loops, mut scanning) = (0, 1, false);
+    for line in &lines {
+        if line.contains("(actual") {
+            // A scan of the table itself (not of one of its indexes, whose rows the table scan
+            // above it counts again).
+            scanning = line.contains(" on user_sessions ") && !line.contains("Delete on");
+            loops = number(line, "loops=").unwrap_or(1);
+            if scanning {
+                total += number(line, "rows=").unwrap_or(0) * loops;
+            }
+        } else if scanning && let Some(removed) = number(line, "Rows Removed by Filter: ") {
+            total += removed * loops;
+        }
+    }
+    (total, lines.join("\n"))
+}
+
+#[tokio::test]
+async fn keyset_idle_cleanup_examines_at_most_a_window_of_rows_per_statement() {
+    let db = TestDb::new().await;
+    // 20,000 live sessions, then 10 idle ones behind them.
+    bulk_sessions_with(&db, 200, 20_000, "20 days", "1 hour", None).await;
+    bulk_sessions_with(&db, 10, 10, "20 days", "15 days", None).await;
+    let mut client = db.client().await;
+    client
+        .batch_execute("ANALYZE auth.user_sessions")
+        .await
+        .unwrap();
+    // A window from the start of the table, and one from the middle of the key space: the
+    // read of the window and the delete of its key range each examine at most about a window.
+    for from in [
+        "00000000-0000-0000-0000-000000000000",
+        "80000000-0000-0000-0000-000000000000",
+    ] {
+        let from_key = [
+            ("from_user_id", format!("'{from}'::uuid")),
+            (
+                "from_id",
+                "'00000000-0000-0000-0000-000000000000'::uuid".to_owned(),
+            ),
+            ("idle_seconds", "1209600".to_owned()),
+        ];
+        let mut params: Vec<(&str, &str)> =
+            from_key.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        params.push(("window_size", "100"));
+        let find = query_text("find_idle_sessions_in_key_window", &params);
+        let (examined, plan) = rows_examined(&mut client, &find).await;
+        assert!(
+            examined <= 101,
+            "reading a window of 100 examined {examined} rows:\n{plan}"
+        );
+        assert!(plan.contains("user_sessions_pkey"), "{plan}");
+        let window = client.query_one(&find, &[]).await.unwrap();
+        assert_eq!(window.get::<_, i64>("examined"), 100);
+        let (to_user_id, to_id): (Uuid, Uuid) = (window.get("last_user_id"), window.get("last_id"));
+        let (to_user_id, to_id) = (format!("'{to_user_id}'::uuid"), format!("'{to_id}'::uuid"));
+        let mut params: Vec<(&str, &str)> =
+            from_key.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        params.extend([
+            ("to_user_id", to_user_id.as_str()),
+            ("to_id", to_id.as_str()),
+        ]);
+        let delete = query_text("delete_idle_sessions_in_key_range", &params);
+        let (examined, plan) = rows_examined(&mut client, &delete).await;
+        assert!(
+            examined <= 101,
+            "deleting in a window of 100 examined {examined} rows:\n{plan}"
+        );
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+    }
+
+    // The repository walks the whole table in windows of the batch size, keeping its position
+    // from one batch to the next, and finds every idle session.
+    let mut walked = Vec::new();
+    loop {
+        let batch = db.repo.delete_expired_batch(5_000).await.unwrap();
+        walked.push(batch);
+        if batch.caught_up {
+            break;
+        }
+    }
+    let examined: Vec<u64> = walked.iter().map(|b| b.examined).collect();
+    assert_eq!(examined, [5_000, 5_000, 5_000, 5_000, 10], "{walked:?}");
+    assert_eq!(walked.iter().map(|b| b.idle).sum::<u64>(), 10);
+    assert_eq!(db.session_rows().await, 20_000);
+    // The next round starts over at the start of the table.
+    let again = db.repo.delete_expired_batch(5_000).await.unwrap();
+    assert_eq!(
+        (again.examined, again.idle, again.caught_up),
+        (5_000, 0, false)
+    );
+}
+
+#[tokio::test]
+async fn idle_cleanup_makes_progress_through_200k_live_rows_under_a_40ms_timeout() {
+    const LIVE: i32 = 200_000;
+    const IDLE: i32 = 2_000;
+    const EXPIRED: i32 = 1_000;
+    let db =
+        TestDb::with_settings(PoolSettings::default().statement_timeout(Duration::from_millis(40)))
+            .await;
+    let started = std::time::Instant::now();
+    // One INSERT each: the live rows first, the dead ones behind them in the heap.
+    bulk_sessions_with(&db, 2_000, LIVE, "20 days", "1 hour", None).await;
+    bulk_sessions_with(&db, 200, IDLE, "20 days", "15 days", None).await;
+    bulk_sessions_with(&db, 100, EXPIRED, "-1 day", "2 days", None).await;
+    db.client()
+        .await
+        .batch_execute("VACUUM ANALYZE auth.user_sessions")
+        .await
+        .unwrap();
+    println!("inserted in {:.1} s", started.elapsed().as_secs_f64());
+
+    // The first cleanup design scanned the table for idle rows in every batch (68 ms for
+    // 200,000 rows on a loaded 2-core machine) and was cancelled by the 40 ms timeout each
+    // time; walking the key space in windows of 1,000 rows, every statement stays far below
+    // it.
+    let started = std::time::Instant::now();
+    let (mut batches, mut failed) = (0u32, Vec::new());
+    let mut totals = CleanupBatch::default();
+    loop {
+        batches += 1;
+        let batch = match db.repo.delete_expired_batch(1_000).await {
+            Ok(batch) => batch,
+            Err(err) => {
+                // A rare timeout on a loaded machine costs one window, retried next batch;
+                // what the batch deleted before it still counts.
+                totals.expired += err.deleted.expired;
+                totals.tombstones += err.deleted.tombstones;
+                failed.push(err.to_string());
+                assert!(failed.len() <= 5, "batches keep failing: {failed:?}");
+                continue;
+            }
+        };
+        totals.expired += batch.expired;
+        totals.idle += batch.idle;
+        totals.examined += batch.examined;
+        if batch.caught_up {
+            break;
+        }
+        assert!(batches < 300, "the walk does not end: {totals:?}");
+    }
+    println!(
+        "{batches} batches in {:.2} s ({} failed: {failed:?}), {totals:?}",
+        started.elapsed().as_secs_f64(),
+        failed.len()
+    );
+    assert_eq!(totals.expired, EXPIRED as u64);
+    assert_eq!(totals.idle, IDLE as u64, "every idle session deleted");
+    let left: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM auth.user_sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, i64::from(LIVE), "no live session deleted");
+}
+
+#[tokio::test]
+async fn idle_cleanup_failure_reports_what_the_batch_deleted_before_it() {
+    let db = TestDb::with_settings(
+        PoolSettings::default().statement_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    bulk_sessions_with(&db, 10, 50, "-1 day", "2 days", None).await;
+    bulk_sessions_with(&db, 5, 5, "20 days", "2 hours", None).await;
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default().idle_timeout(Some(HOUR)),
+    )
+    .unwrap();
+    // Another transaction holds one idle row: the idle statement waits for it and times out,
+    // after the expired statement committed.
+    let mut holder = db.client().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM auth.user_sessions WHERE expires_at > now() ORDER BY id LIMIT 1 FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    let err = repo.delete_expired_batch(100).await.unwrap_err();
+    assert_eq!(db.session_rows().await, 5, "the expired sessions are gone");
+    assert_eq!(err.deleted.expired, 50, "{err:?}");
+    assert_eq!(err.deleted.deleted(), 50, "{err:?}");
+    assert!(!err.deleted.caught_up);
+    assert!(matches!(err.error, Error::StatementTimeout), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "cleanup batch failed after deleting 50 session(s)"
+    );
+    // Once the row is free, the next batch retries the same window and deletes every idle
+    // session.
+    tx.rollback().await.unwrap();
+    let batch = repo.delete_expired_batch(100).await.unwrap();
+    assert_eq!((batch.expired, batch.idle, batch.caught_up), (0, 5, true));
+    assert_eq!(db.session_rows().await, 0);
+}
+
+/// The `auth-sessions` command running in the background, its output collected as it comes.
+struct Daemon {
+    child: std::process::Child,
+    stdout: Arc<std::sync::Mutex<String>>,
+    stderr: Arc<std::sync::Mutex<String>>,
+}
+
+/// How long any wait on the background command may take before the test fails.
+const DAEMON_DEADLINE: Duration = Duration::from_secs(30);
+
+impl Daemon {
+    fn spawn(db: &TestDb, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("auth-sessions"))
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .arg("--database-url")
+            .arg(db.url())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |pipe: Box<dyn std::io::Read + Send>| {
+            let text = Arc::new(std::sync::Mutex::new(String::new()));
+            let sink = text.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut sink = sink.lock().unwrap();
+                    sink.push_str(&line);
+                    sink.push('\n');
+                }
+            });
+            text
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn output(&self) -> (String, String) {
+        (
+            self.stdout.lock().unwrap().clone(),
+            self.stderr.lock().unwrap().clone(),
+        )
+    }
+
+    /// Polls until `ready(stdout, stderr)` holds; fails if the command exits first.
+    async fn wait_for(&mut self, what: &str, ready: impl Fn(&str, &str) -> bool) {
+        let started = tokio::time::Instant::now();
+        loop {
+            let (out, err) = self.output();
+            if ready(&out, &err) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("exited ({status}) before {what}:\n{out}\n{err}");
+            }
+            assert!(
+                started.elapsed() < DAEMON_DEADLINE,
+                "timed out waiting for {what}:\n{out}\n{err}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls until the command exits; fails after [`DAEMON_DEADLINE`].
+    async fn exit_status(&mut self) -> std::process::ExitStatus {
+        let started = tokio::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The pipes are read to their end before the output is looked at.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return status;
+            }
+            if started.elapsed() > DAEMON_DEADLINE {
+                let _ = self.child.kill();
+                panic!(
+                    "still running after {DAEMON_DEADLINE:?}: {:?}",
+                    self.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends SIGINT, as Ctrl-C does.
+    fn interrupt(&self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Five sessions idle for two hours and three live ones; returns the idle ones' ids.
+async fn idle_and_live(db: &TestDb) -> Vec<Uuid> {
+    let idle = ids(&live_sessions(db, 5).await);
+    live_sessions(db, 3).await;
+    sql(
+        db,
+        "UPDATE auth.user_sessions SET last_active_at = now() - interval '2 hours' \
+         WHERE id = ANY($1)",
+        &idle,
+    )
+    .await;
+    idle
+}
+
+/// Starts a transaction that holds the lock of one of these sessions: a cleanup statement
+/// that reaches it waits, and fails at its statement timeout.
+async fn hold_one(client: &mut tokio_postgres::Client, ids: &[Uuid]) {
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "SELECT 1 FROM auth.user_sessions WHERE id = $1 FOR UPDATE",
+            &[&ids[0]],
+        )
+        .await
+        .unwrap();
+}
+
+const DAEMON_ARGS: &[&str] = &[
+    "cleanup",
+    "--idle-timeout",
+    "1h",
+    "--tombstone-retention",
+    "7days",
+    "--every",
+    "100ms",
+    "--statement-timeout",
+    "100ms",
+];
+
+#[tokio::test]
+async fn idle_cleanup_daemon_survives_failed_batches() {
+    let db = TestDb::new().await;
+    let idle = idle_and_live(&db).await;
+    let mut holder = db.client().await;
+    hold_one(&mut holder, &idle).await;
+
+    let mut daemon = Daemon::spawn(&db, DAEMON_ARGS);
+    daemon
+        .wait_for("two failed batches", |_, err| {
+            err.matches("cleanup batch failed").count() >= 2
+        })
+        .await;
+    // The database answers again: the next round deletes the idle sessions.
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let deadline = tokio::time::Instant::now() + DAEMON_DEADLINE;
+    while db.session_rows().await > 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle sessions were never deleted: {:?}",
+            daemon.output()
+        );
+        assert!(
+            daemon.child.try_wait().unwrap().is_none(),
+            "the daemon exited: {:?}",
+            daemon.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.interrupt();
+    let status = daemon.exit_status().await;
+    let (out, err) = daemon.output();
+    assert!(status.success(), "{status:?}\n{out}\n{err}");
+    assert!(
+        out.contains("interrupted: stopped after the current batch"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn idle_cleanup_daemon_exits_after_5_failed_batches_in_a_row() {
+    let db = TestDb::new().await;
+    let idle = idle_and_live(&db).await;
+    let mut holder = db.client().await;
+    hold_one(&mut holder, &idle).await;
+
+    let mut daemon = Daemon::spawn(&db, DAEMON_ARGS);
+    let status = daemon.exit_status().await;
+    let (out, err) = daemon.output();
+    assert_eq!(status.code(), Some(1), "{status:?}\n{out}\n{err}");
+    assert_eq!(
+        err.matches("cleanup batch failed").count(),
+        5,
+        "one line per failure:\n{err}"
+    );
+    assert!(err.contains("5 failed batches in a row"), "{err}");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_cleanup_cli_requires_the_tombstone_retention() {
+    let db = TestDb::new().await;
+    let refused = cli(&db)
+        .args(["cleanup", "--idle-timeout", "14days"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--tombstone-retention"), "{err}");
 }

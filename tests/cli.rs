@@ -239,6 +239,7 @@ async fn cleanup_deletes_in_batches_and_stats_count_by_state() {
 
     let cleanup = cli(&db)
         .args(["cleanup", "--idle-timeout", "14days", "--batch-size", "3"])
+        .args(["--tombstone-retention", "7days"])
         .output()
         .unwrap();
     assert!(cleanup.status.success(), "{cleanup:?}");
@@ -307,12 +308,24 @@ async fn cleanup_refuses_to_guess_the_idle_timeout() {
     assert_eq!(db.session_rows().await, 1, "nothing deleted");
 
     let none = cli(&db)
-        .args(["cleanup", "--idle-timeout", "none"])
+        .args([
+            "cleanup",
+            "--idle-timeout",
+            "none",
+            "--tombstone-retention",
+            "7days",
+        ])
         .output()
         .unwrap();
     assert!(stdout(&none).contains("deleted 0 session(s)"), "{none:?}");
     let longer = cli(&db)
-        .args(["--idle-timeout", "30days", "cleanup"])
+        .args([
+            "--idle-timeout",
+            "30days",
+            "cleanup",
+            "--tombstone-retention",
+            "7days",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -322,7 +335,13 @@ async fn cleanup_refuses_to_guess_the_idle_timeout() {
     assert_eq!(db.session_rows().await, 1);
 
     let shorter = cli(&db)
-        .args(["cleanup", "--idle-timeout", "14days"])
+        .args([
+            "cleanup",
+            "--idle-timeout",
+            "14days",
+            "--tombstone-retention",
+            "7days",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -406,7 +425,13 @@ async fn cleanup_keeps_tombstones_for_the_given_retention() {
 
     // The library's default retention (7 days) keeps it.
     let default = cli(&db)
-        .args(["cleanup", "--idle-timeout", "none"])
+        .args([
+            "cleanup",
+            "--idle-timeout",
+            "none",
+            "--tombstone-retention",
+            "7days",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -589,7 +614,15 @@ async fn cleanup_every_stops_cleanly_on_interrupt() {
     let db = TestDb::new().await;
     let mut running = Running::spawn(
         &db,
-        &["cleanup", "--idle-timeout", "none", "--every", "100ms"],
+        &[
+            "cleanup",
+            "--idle-timeout",
+            "none",
+            "--tombstone-retention",
+            "7days",
+            "--every",
+            "100ms",
+        ],
     );
     // Two rounds have run (so the Ctrl-C handler is in place and the loop repeats).
     running
@@ -625,7 +658,16 @@ async fn a_second_interrupt_exits_at_once_with_130() {
         .await
         .unwrap();
 
-    let mut running = Running::spawn(&db, &["cleanup", "--idle-timeout", "none"]);
+    let mut running = Running::spawn(
+        &db,
+        &[
+            "cleanup",
+            "--idle-timeout",
+            "none",
+            "--tombstone-retention",
+            "7days",
+        ],
+    );
     let observer = db.client().await;
     let started = Instant::now();
     loop {
@@ -700,7 +742,21 @@ fn bad_arguments_exit_2_with_usage() {
             &["--idle-timeout", "1000years", "stats"][..],
             "--idle-timeout",
         ),
-        (&["cleanup", "--idle-timeout", "0s"][..], "--idle-timeout"),
+        (
+            &[
+                "cleanup",
+                "--idle-timeout",
+                "0s",
+                "--tombstone-retention",
+                "7days",
+            ][..],
+            "--idle-timeout",
+        ),
+        // No tombstone retention: cleanup would delete tombstones the service still keeps.
+        (
+            &["cleanup", "--idle-timeout", "14days"][..],
+            "--tombstone-retention",
+        ),
         (
             &[
                 "cleanup",

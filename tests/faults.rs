@@ -1078,5 +1078,5 @@ async fn a_slow_cleanup_batch_does_not_block_pipelined_lookups() {
         .expect("cleanup finishes once the lock is gone")
         .unwrap()
         .unwrap();
-    assert_eq!(deleted, 1);
+    assert_eq!(deleted.deleted(), 1);
 }

@@ -156,7 +156,7 @@ async fn counters_report_rotations_evictions_refusals_cleanup_and_pool_waits() {
         db.expire(session.id).await;
     }
     let mut batches = 0;
-    while repo.delete_expired_batch(2).await.unwrap() == 2 {
+    while repo.delete_expired_batch(2).await.unwrap().deleted() == 2 {
         batches += 1;
     }
     batches += 1;

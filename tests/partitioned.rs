@@ -28,7 +28,8 @@ const FAN_OUT_ALLOWED: &[&str] = &[
     "delete_expired_sessions",
     "delete_expired_sessions_batch",
     "delete_revoked_sessions_batch",
-    "delete_idle_sessions_batch",
+    "find_idle_sessions_in_key_window",
+    "delete_idle_sessions_in_key_range",
     // stats: counts every user's sessions for operators.
     "session_stats",
 ];
@@ -276,6 +277,11 @@ async fn every_statement_touches_one_partition_except_cleanup_and_stats() {
         ("grace_seconds", "10".into()),
         ("retention_seconds", "604800".into()),
         ("batch_size", "100".into()),
+        ("from_user_id", uuid::Uuid::nil().to_string()),
+        ("from_id", uuid::Uuid::nil().to_string()),
+        ("to_user_id", uuid::Uuid::max().to_string()),
+        ("to_id", uuid::Uuid::max().to_string()),
+        ("window_size", "100".into()),
     ]
     .into_iter()
     .collect();

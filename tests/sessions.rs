@@ -648,7 +648,7 @@ async fn cleanup_deletes_tombstones_only_after_their_retention() {
 
     // The default retention (7 days) keeps all three.
     assert_eq!(db.repo.delete_expired().await.unwrap(), 0);
-    assert_eq!(db.repo.delete_expired_batch(10).await.unwrap(), 0);
+    assert_eq!(db.repo.delete_expired_batch(10).await.unwrap().deleted(), 0);
     assert_eq!(db.session_rows().await, 4);
 
     // One hour: only the oldest goes; its token is then unknown, the others' still revoked.
@@ -669,8 +669,8 @@ async fn cleanup_deletes_tombstones_only_after_their_retention() {
 
     // The batched cleanup applies the same retention.
     age(&tombstones[1].0, "61 minutes").await;
-    assert_eq!(repo.delete_expired_batch(10).await.unwrap(), 1);
-    assert_eq!(repo.delete_expired_batch(10).await.unwrap(), 0);
+    assert_eq!(repo.delete_expired_batch(10).await.unwrap().deleted(), 1);
+    assert_eq!(repo.delete_expired_batch(10).await.unwrap().deleted(), 0);
     assert_eq!(db.session_rows().await, 2);
     assert_eq!(
         repo.validate(tombstones[2].1.expose_secret())

@@ -70,12 +70,30 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), with tokio-postgres capped at info
+/// whatever `RUST_LOG` says (see [`loggable`]).
 pub fn init_logging() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter.and(filter_fn(loggable))),
+        )
         .try_init();
+}
+
+/// Whether an event may reach the log whatever `RUST_LOG` says: tokio-postgres logs every
+/// statement's bind parameters (e-mail addresses, password and token hashes, user and session
+/// ids) at debug level, so it is capped at info, as the `auth-sessions` command caps it.
+fn loggable(metadata: &tracing::Metadata<'_>) -> bool {
+    let target = metadata.target();
+    let driver = target == "tokio_postgres" || target.starts_with("tokio_postgres::");
+    !driver || *metadata.level() <= tracing::Level::INFO
 }

@@ -3,6 +3,8 @@
 //! Exit codes: 0 success, 1 the operation failed, 2 bad arguments, 3 the database is
 //! unreachable or the URL is invalid, 4 nothing matched (`revoke --session`, or
 //! `--all-except` naming no session of the user), 130 a second Ctrl-C during `cleanup`.
+//! `cleanup --every` reports a failed batch and retries it next round; it exits (1 or 3, by
+//! the last failure) only after `--max-failures` failed batches in a row.
 //! `distribute` on a database without Citus exits with 2: the command does not apply there.
 
 use std::io::IsTerminal;
@@ -98,22 +100,30 @@ enum Command {
         status: bool,
     },
     /// Delete expired and idle sessions and old tombstones in bounded batches. Requires
-    /// --idle-timeout (the service's, or none).
+    /// --idle-timeout and --tombstone-retention (the service's).
     Cleanup {
-        /// Most rows one statement deletes.
+        /// Most rows one batch deletes, and most rows one step of the walk for idle sessions
+        /// examines.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         batch_size: u32,
-        /// Pause after each full batch, yielding to live traffic ("0s" for none).
+        /// Pause after each batch that leaves more to do, yielding to live traffic ("0s" for
+        /// none).
         #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
         pause: Duration,
         /// Repeat every DURATION (for example "30s", "5m"; at least 100ms) until interrupted
         /// with Ctrl-C: the first lets the running batch finish, a second exits at once (130).
+        /// A failed batch is reported and retried after DURATION.
         #[arg(long, value_parser = parse_every)]
         every: Option<Duration>,
+        /// With --every: exit after this many failed batches in a row (a success in between
+        /// starts the count again).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        max_failures: u32,
         /// How long revoked sessions stay as tombstones before cleanup deletes them: the
-        /// service's `tombstone_retention` (at most 10 years).
-        #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
-        tombstone_retention: Duration,
+        /// service's `tombstone_retention` ("7days", at most 10 years). Required: a shorter
+        /// one than the service's turns revoked tokens into unknown ones early.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        tombstone_retention: Option<Duration>,
     },
     /// Session counts, the largest per-user count, table and index sizes.
     Stats,
@@ -186,7 +196,15 @@ impl Cli {
             ..
         } = self.command
         {
-            policy = policy.tombstone_retention(tombstone_retention);
+            let Some(retention) = tombstone_retention else {
+                return Err(Cli::command().error(
+                    ErrorKind::MissingRequiredArgument,
+                    "cleanup deletes revoked sessions kept longer than the service's tombstone \
+                     retention, so it needs that retention: pass --tombstone-retention \
+                     DURATION (for example 7days, the library's default)",
+                ));
+            };
+            policy = policy.tombstone_retention(retention);
         }
         policy.validate().map_err(|err| {
             let message = match &err {
@@ -254,17 +272,20 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", describe(&err));
-            let code = match err {
-                Error::Connect(_)
-                | Error::Config(_)
-                | Error::PoolTimeout
-                | Error::DeadlineExceeded => EXIT_UNAVAILABLE,
-                // The command does not apply to this database: a usage error.
-                Error::CitusUnavailable => EXIT_USAGE,
-                _ => EXIT_FAILED,
-            };
-            ExitCode::from(code)
+            ExitCode::from(exit_code(&err))
         }
+    }
+}
+
+/// The exit code of a command that failed with `err`.
+fn exit_code(err: &Error) -> u8 {
+    match err {
+        Error::Connect(_) | Error::Config(_) | Error::PoolTimeout | Error::DeadlineExceeded => {
+            EXIT_UNAVAILABLE
+        }
+        // The command does not apply to this database: a usage error.
+        Error::CitusUnavailable => EXIT_USAGE,
+        _ => EXIT_FAILED,
     }
 }
 
@@ -329,8 +350,17 @@ async fn run(cli: Cli, policy: SessionPolicy) -> Result<ExitCode, Error> {
             batch_size,
             pause,
             every,
+            max_failures,
             tombstone_retention: _,
-        } => return cleanup(&repo, batch_size, pause, every).await,
+        } => {
+            let rounds = Rounds {
+                batch_size,
+                pause,
+                every,
+                max_failures,
+            };
+            return Ok(cleanup(&repo, rounds).await);
+        }
         Command::Stats => {
             let stats = repo.stats().await?;
             println!("sessions total        {}", stats.total);
@@ -437,22 +467,36 @@ impl Interrupts {
     }
 }
 
-/// Cleanup rounds: batches until one comes back short; with `every`, again after each pause
-/// until Ctrl-C, which lets the running batch finish. A second Ctrl-C exits at once with
-/// [`EXIT_INTERRUPTED`], abandoning the batch in flight: the server ends its statement (at
-/// the latest at the statement timeout), and what it deleted was dead either way.
-async fn cleanup(
-    repo: &SessionRepo,
+/// How `cleanup` runs its rounds.
+struct Rounds {
     batch_size: u32,
     pause: Duration,
     every: Option<Duration>,
-) -> Result<ExitCode, Error> {
+    max_failures: u32,
+}
+
+/// Cleanup rounds: batches until one has caught up; with `every`, again after each pause until
+/// Ctrl-C, which lets the running batch finish. A second Ctrl-C exits at once with
+/// [`EXIT_INTERRUPTED`], abandoning the batch in flight: the server ends its statement (at
+/// the latest at the statement timeout), and what it deleted was dead either way.
+///
+/// A failed batch ends its round with a line on stderr, and what it deleted before failing is
+/// counted. Without `every` the command then exits; with it the next round retries, and the
+/// command exits after `max_failures` failed batches in a row (a restart or failover of the
+/// database lasting a few rounds does not end it).
+async fn cleanup(repo: &SessionRepo, rounds: Rounds) -> ExitCode {
+    let Rounds {
+        batch_size,
+        pause,
+        every,
+        max_failures,
+    } = rounds;
     // Listening starts before the first batch, so Ctrl-C never ends the process unannounced.
     let mut interrupts = match Interrupts::listen() {
         Ok(interrupts) => interrupts,
         Err(err) => {
             eprintln!("error: cannot listen for Ctrl-C: {err}");
-            return Ok(ExitCode::from(EXIT_FAILED));
+            return ExitCode::from(EXIT_FAILED);
         }
     };
     let progress = std::io::stderr().is_terminal().then(|| {
@@ -481,20 +525,38 @@ async fn cleanup(
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         });
     }
-    loop {
+    let say = |line: &str, to_stderr: bool| match (&progress, to_stderr) {
+        (Some(bar), _) => bar.println(line),
+        (None, true) => eprintln!("{line}"),
+        (None, false) => println!("{line}"),
+    };
+    let mut failures_in_a_row = 0u32;
+    let code = loop {
         let started = Instant::now();
         let (mut deleted, mut batches) = (0u64, 0u64);
+        let mut failure = None;
         loop {
-            let rows = repo.delete_expired_batch(batch_size).await?;
-            deleted += rows;
+            let outcome = repo.delete_expired_batch(batch_size).await;
             batches += 1;
+            let caught_up = match outcome {
+                Ok(batch) => {
+                    failures_in_a_row = 0;
+                    deleted += batch.deleted();
+                    batch.caught_up
+                }
+                Err(err) => {
+                    deleted += err.deleted.deleted();
+                    failure = Some(err.error);
+                    true
+                }
+            };
             if let Some(bar) = &progress {
                 bar.set_message(format!(
                     "deleted {deleted} rows ({:.0} rows/s)",
                     rate(deleted, started)
                 ));
             }
-            if rows < u64::from(batch_size) || interrupted.load(Ordering::SeqCst) {
+            if caught_up || interrupted.load(Ordering::SeqCst) {
                 break;
             }
             tokio::select! {
@@ -502,31 +564,60 @@ async fn cleanup(
                 () = tokio::time::sleep(pause) => {}
             }
         }
-        let line = format!(
-            "deleted {deleted} session(s) in {batches} batch(es), {:.2} s, {:.0} rows/s",
-            started.elapsed().as_secs_f64(),
-            rate(deleted, started)
+        say(
+            &format!(
+                "deleted {deleted} session(s) in {batches} batch(es), {:.2} s, {:.0} rows/s",
+                started.elapsed().as_secs_f64(),
+                rate(deleted, started)
+            ),
+            false,
         );
-        match &progress {
-            Some(bar) => bar.println(&line),
-            None => println!("{line}"),
+        if let Some(err) = failure {
+            failures_in_a_row += 1;
+            let Some(every) = every else {
+                say(
+                    &format!("error: cleanup batch failed: {}", describe(&err)),
+                    true,
+                );
+                break exit_code(&err);
+            };
+            if failures_in_a_row >= max_failures {
+                say(
+                    &format!("error: cleanup batch failed: {}", describe(&err)),
+                    true,
+                );
+                say(
+                    &format!("error: {failures_in_a_row} failed batches in a row: giving up"),
+                    true,
+                );
+                break exit_code(&err);
+            }
+            say(
+                &format!(
+                    "error: cleanup batch failed ({failures_in_a_row} of at most {max_failures} \
+                     in a row; retrying in {}): {}",
+                    humantime::format_duration(every),
+                    describe(&err)
+                ),
+                true,
+            );
         }
-        let Some(every) = every else { break };
+        let Some(every) = every else { break 0 };
         if interrupted.load(Ordering::SeqCst) {
-            break;
+            break 0;
         }
         tokio::select! {
-            () = notify.notified() => break,
+            () = notify.notified() => break 0,
             () = tokio::time::sleep(every) => {}
         }
-    }
+    };
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
     if interrupted.load(Ordering::SeqCst) {
         println!("interrupted: stopped after the current batch");
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::from(code)
 }
 
 fn rate(rows: u64, since: Instant) -> f64 {
@@ -608,8 +699,18 @@ mod tests {
         assert_eq!(policy.tombstone_retention, Duration::from_secs(3600));
         assert_eq!(policy.activity_interval, Duration::ZERO);
         assert_eq!(parse(&["stats"]).policy().unwrap().idle_timeout, None);
-        let missing = parse(&["cleanup"]).policy().unwrap_err();
-        assert_eq!(missing.kind(), ErrorKind::MissingRequiredArgument);
-        assert_eq!(missing.exit_code(), 2);
+        for args in [
+            &["cleanup"][..],
+            &["cleanup", "--tombstone-retention", "7days"],
+            &["cleanup", "--idle-timeout", "14days"],
+        ] {
+            let missing = parse(args).policy().unwrap_err();
+            assert_eq!(
+                missing.kind(),
+                ErrorKind::MissingRequiredArgument,
+                "{args:?}"
+            );
+            assert_eq!(missing.exit_code(), 2);
+        }
     }
 }

@@ -79,9 +79,19 @@ pub struct DeleteRevokedSessionsBatchParams {
     pub batch_size: i64,
 }
 #[derive(Clone, Copy, Debug)]
-pub struct DeleteIdleSessionsBatchParams {
+pub struct FindIdleSessionsInKeyWindowParams {
+    pub from_user_id: uuid::Uuid,
+    pub from_id: uuid::Uuid,
+    pub window_size: i64,
     pub idle_seconds: i64,
-    pub batch_size: i64,
+}
+#[derive(Clone, Copy, Debug)]
+pub struct DeleteIdleSessionsInKeyRangeParams {
+    pub from_user_id: uuid::Uuid,
+    pub from_id: uuid::Uuid,
+    pub to_user_id: uuid::Uuid,
+    pub to_id: uuid::Uuid,
+    pub idle_seconds: i64,
 }
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewSessionRow {
@@ -288,6 +298,15 @@ impl<'a> From<SessionOutcomeBorrowed<'a>> for SessionOutcome {
             revoked_reason: revoked_reason.map(|v| v.into()),
         }
     }
+}
+#[derive(Debug, Clone, PartialEq, Copy)]
+pub struct IdleWindow {
+    pub examined: i64,
+    pub idle: i64,
+    pub last_user_id: Option<uuid::Uuid>,
+    pub last_id: Option<uuid::Uuid>,
+    pub next_user_id: Option<uuid::Uuid>,
+    pub next_id: Option<uuid::Uuid>,
 }
 #[derive(Debug, Clone, PartialEq, Copy)]
 pub struct SessionStats {
@@ -779,6 +798,70 @@ where
         mapper: fn(SessionOutcomeBorrowed) -> R,
     ) -> SessionOutcomeQuery<'c, 'a, 's, C, R, N> {
         SessionOutcomeQuery {
+            client: self.client,
+            params: self.params,
+            query: self.query,
+            cached: self.cached,
+            extractor: self.extractor,
+            mapper,
+        }
+    }
+    pub async fn one(self) -> Result<T, tokio_postgres::Error> {
+        let row =
+            crate::client::async_::one(self.client, self.query, &self.params, self.cached).await?;
+        Ok((self.mapper)((self.extractor)(&row)?))
+    }
+    pub async fn all(self) -> Result<Vec<T>, tokio_postgres::Error> {
+        self.iter().await?.try_collect().await
+    }
+    pub async fn opt(self) -> Result<Option<T>, tokio_postgres::Error> {
+        let opt_row =
+            crate::client::async_::opt(self.client, self.query, &self.params, self.cached).await?;
+        Ok(opt_row
+            .map(|row| {
+                let extracted = (self.extractor)(&row)?;
+                Ok((self.mapper)(extracted))
+            })
+            .transpose()?)
+    }
+    pub async fn iter(
+        self,
+    ) -> Result<
+        impl futures::Stream<Item = Result<T, tokio_postgres::Error>> + 'c,
+        tokio_postgres::Error,
+    > {
+        let stream = crate::client::async_::raw(
+            self.client,
+            self.query,
+            crate::slice_iter(&self.params),
+            self.cached,
+        )
+        .await?;
+        let mapped = stream
+            .map(move |res| {
+                res.and_then(|row| {
+                    let extracted = (self.extractor)(&row)?;
+                    Ok((self.mapper)(extracted))
+                })
+            })
+            .into_stream();
+        Ok(mapped)
+    }
+}
+pub struct IdleWindowQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
+    client: &'c C,
+    params: [&'a (dyn postgres_types::ToSql + Sync); N],
+    query: &'static str,
+    cached: Option<&'s tokio_postgres::Statement>,
+    extractor: fn(&tokio_postgres::Row) -> Result<IdleWindow, tokio_postgres::Error>,
+    mapper: fn(IdleWindow) -> T,
+}
+impl<'c, 'a, 's, C, T: 'c, const N: usize> IdleWindowQuery<'c, 'a, 's, C, T, N>
+where
+    C: GenericClient,
+{
+    pub fn map<R>(self, mapper: fn(IdleWindow) -> R) -> IdleWindowQuery<'c, 'a, 's, C, R, N> {
+        IdleWindowQuery {
             client: self.client,
             params: self.params,
             query: self.query,
@@ -1715,17 +1798,22 @@ impl<'c, 'a, 's, C: GenericClient>
         self.bind(client, &params.retention_seconds, &params.batch_size)
     }
 }
-pub struct DeleteIdleSessionsBatchStmt(&'static str, Option<tokio_postgres::Statement>);
-/// Deletes up to `batch_size` unrevoked sessions idle for at least `idle_seconds` (tombstones go
-/// by their retention instead), re-checking idleness inside the delete. `last_active_at` is in
-/// no index (to keep activity updates HOT), so this scans. Returns how many were deleted.
-pub fn delete_idle_sessions_batch() -> DeleteIdleSessionsBatchStmt {
-    DeleteIdleSessionsBatchStmt(
-        "WITH doomed AS ( SELECT user_id, id FROM auth.user_sessions WHERE revoked_at IS NULL AND last_active_at <= now() - make_interval(secs => $1::bigint) LIMIT $2::bigint ), deleted AS ( DELETE FROM auth.user_sessions s USING doomed WHERE s.user_id = doomed.user_id AND s.id = doomed.id AND s.revoked_at IS NULL AND s.last_active_at <= now() - make_interval(secs => $1::bigint) RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
+pub struct FindIdleSessionsInKeyWindowStmt(&'static str, Option<tokio_postgres::Statement>);
+/// One step of the walk that finds idle sessions, changing nothing: reads the next
+/// `window_size` sessions in primary-key order, from key (`from_user_id`, `from_id`) on.
+/// `last_active_at` is in no index (to keep activity updates HOT), so no index finds idle rows;
+/// walking the primary key a window at a time bounds what one statement reads (`window_size`
+/// + 1 rows, per shard or partition), however large the table. Returns how many sessions were
+/// examined and how many of them are unrevoked and idle for at least `idle_seconds`, the last
+/// key examined, and the key the next window starts from: none when the walk reached the end
+/// of the table.
+pub fn find_idle_sessions_in_key_window() -> FindIdleSessionsInKeyWindowStmt {
+    FindIdleSessionsInKeyWindowStmt(
+        "WITH walked AS ( SELECT user_id, id, revoked_at, last_active_at FROM auth.user_sessions WHERE (user_id, id) >= ($1, $2) ORDER BY user_id, id LIMIT $3::bigint + 1 ), examined AS ( SELECT user_id, id, revoked_at, last_active_at FROM walked ORDER BY user_id, id LIMIT $3::bigint ), last_key AS ( SELECT user_id, id FROM examined ORDER BY user_id DESC, id DESC LIMIT 1 ), next_key AS ( SELECT user_id, id FROM walked ORDER BY user_id, id OFFSET $3::bigint LIMIT 1 ) SELECT (SELECT count(*) FROM examined) AS examined, (SELECT count(*) FROM examined WHERE revoked_at IS NULL AND last_active_at <= now() - make_interval(secs => $4::bigint)) AS idle, (SELECT user_id FROM last_key) AS last_user_id, (SELECT id FROM last_key) AS last_id, (SELECT user_id FROM next_key) AS next_user_id, (SELECT id FROM next_key) AS next_id",
         None,
     )
 }
-impl DeleteIdleSessionsBatchStmt {
+impl FindIdleSessionsInKeyWindowStmt {
     pub async fn prepare<'a, C: GenericClient>(
         mut self,
         client: &'a C,
@@ -1736,12 +1824,88 @@ impl DeleteIdleSessionsBatchStmt {
     pub fn bind<'c, 'a, 's, C: GenericClient>(
         &'s self,
         client: &'c C,
+        from_user_id: &'a uuid::Uuid,
+        from_id: &'a uuid::Uuid,
+        window_size: &'a i64,
         idle_seconds: &'a i64,
-        batch_size: &'a i64,
-    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
+    ) -> IdleWindowQuery<'c, 'a, 's, C, IdleWindow, 4> {
+        IdleWindowQuery {
+            client,
+            params: [from_user_id, from_id, window_size, idle_seconds],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor: |row: &tokio_postgres::Row| -> Result<IdleWindow, tokio_postgres::Error> {
+                Ok(IdleWindow {
+                    examined: row.try_get(0)?,
+                    idle: row.try_get(1)?,
+                    last_user_id: row.try_get(2)?,
+                    last_id: row.try_get(3)?,
+                    next_user_id: row.try_get(4)?,
+                    next_id: row.try_get(5)?,
+                })
+            },
+            mapper: |it| IdleWindow::from(it),
+        }
+    }
+}
+impl<'c, 'a, 's, C: GenericClient>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        FindIdleSessionsInKeyWindowParams,
+        IdleWindowQuery<'c, 'a, 's, C, IdleWindow, 4>,
+        C,
+    > for FindIdleSessionsInKeyWindowStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a FindIdleSessionsInKeyWindowParams,
+    ) -> IdleWindowQuery<'c, 'a, 's, C, IdleWindow, 4> {
+        self.bind(
+            client,
+            &params.from_user_id,
+            &params.from_id,
+            &params.window_size,
+            &params.idle_seconds,
+        )
+    }
+}
+pub struct DeleteIdleSessionsInKeyRangeStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Deletes the unrevoked sessions idle for at least `idle_seconds` (tombstones go by their
+/// retention instead) whose primary key lies from (`from_user_id`, `from_id`) to
+/// (`to_user_id`, `to_id`), both included: a window find_idle_sessions_in_key_window has just
+/// examined, so this reads about as many rows, along the primary key. The bounds are
+/// parameters, not the result of a subquery, so that every shard or partition scans only its
+/// part of the range whatever join a planner would choose. Idleness is checked on the newest
+/// version of each row. Returns how many were deleted.
+pub fn delete_idle_sessions_in_key_range() -> DeleteIdleSessionsInKeyRangeStmt {
+    DeleteIdleSessionsInKeyRangeStmt(
+        "WITH deleted AS ( DELETE FROM auth.user_sessions WHERE (user_id, id) >= ($1, $2) AND (user_id, id) <= ($3, $4) AND revoked_at IS NULL AND last_active_at <= now() - make_interval(secs => $5::bigint) RETURNING 1 ) SELECT count(*) AS deleted FROM deleted",
+        None,
+    )
+}
+impl DeleteIdleSessionsInKeyRangeStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient>(
+        &'s self,
+        client: &'c C,
+        from_user_id: &'a uuid::Uuid,
+        from_id: &'a uuid::Uuid,
+        to_user_id: &'a uuid::Uuid,
+        to_id: &'a uuid::Uuid,
+        idle_seconds: &'a i64,
+    ) -> I64Query<'c, 'a, 's, C, i64, 5> {
         I64Query {
             client,
-            params: [idle_seconds, batch_size],
+            params: [from_user_id, from_id, to_user_id, to_id, idle_seconds],
             query: self.0,
             cached: self.1.as_ref(),
             extractor: |row| Ok(row.try_get(0)?),
@@ -1754,17 +1918,24 @@ impl<'c, 'a, 's, C: GenericClient>
         'c,
         'a,
         's,
-        DeleteIdleSessionsBatchParams,
-        I64Query<'c, 'a, 's, C, i64, 2>,
+        DeleteIdleSessionsInKeyRangeParams,
+        I64Query<'c, 'a, 's, C, i64, 5>,
         C,
-    > for DeleteIdleSessionsBatchStmt
+    > for DeleteIdleSessionsInKeyRangeStmt
 {
     fn params(
         &'s self,
         client: &'c C,
-        params: &'a DeleteIdleSessionsBatchParams,
-    ) -> I64Query<'c, 'a, 's, C, i64, 2> {
-        self.bind(client, &params.idle_seconds, &params.batch_size)
+        params: &'a DeleteIdleSessionsInKeyRangeParams,
+    ) -> I64Query<'c, 'a, 's, C, i64, 5> {
+        self.bind(
+            client,
+            &params.from_user_id,
+            &params.from_id,
+            &params.to_user_id,
+            &params.to_id,
+            &params.idle_seconds,
+        )
     }
 }
 pub struct SessionStatsStmt(&'static str, Option<tokio_postgres::Statement>);
