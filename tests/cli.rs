@@ -831,3 +831,81 @@ fn a_dead_server_or_a_malformed_url_exit_3_with_a_clear_message() {
         }
     }
 }
+
+/// The documented procedure for keys kept by the database, from the command line: list (which
+/// stores key 1 when there is none), add key 2 (it signs; a token signed by key 1 still
+/// rotates), refuse to retire the active key, retire key 1. With a wrapping key the table holds
+/// only sealed keys, and a repository with that wrapping key reads them.
+#[tokio::test]
+async fn rotation_key_commands_list_add_and_retire_wrapped_keys() {
+    use base64::Engine as _;
+    let db = TestDb::new().await;
+    let wrapping = [0x17u8; 32];
+    let encoded = base64::engine::general_purpose::STANDARD.encode(wrapping);
+    let keys = |args: &[&str]| {
+        let mut cmd = cli(&db);
+        cmd.env("AUTH_SESSIONS_WRAPPING_KEY", &encoded)
+            .arg("rotation-keys")
+            .args(args);
+        cmd.output().unwrap()
+    };
+    let listed = keys(&["list"]);
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(stdout(&listed), "1  active\n1 key(s)\n");
+
+    let source = auth_sessions::KeySource::Database(auth_sessions::DatabaseKeys::wrapped(
+        auth_sessions::WrappingKey::from_bytes(&wrapping).unwrap(),
+    ));
+    let repo = auth_sessions::SessionRepo::with_policy(
+        db.pool.clone(),
+        auth_sessions::SessionPolicy::default().rotation_keys(source),
+    )
+    .unwrap();
+    let user = db.user().await;
+    let (_, token) = repo.create(&NewSession::new(user, DAY)).await.unwrap();
+    assert_eq!(token.key_id(), 1);
+
+    let added = keys(&["add"]);
+    assert!(added.status.success(), "{added:?}");
+    assert_eq!(stdout(&added), "added key 2: it signs from now on\n");
+    assert_eq!(stdout(&keys(&["list"])), "2  active\n1\n2 key(s)\n");
+    // A repository that reads the keys now signs with key 2; the token signed by key 1 still
+    // rotates there, and the first repository (which read the keys before) learns key 2 from
+    // the successor.
+    let later =
+        auth_sessions::SessionRepo::with_policy(db.pool.clone(), repo.policy().clone()).unwrap();
+    let auth_sessions::Rotation::Rotated { token: next, .. } =
+        later.rotate(token.expose_secret()).await.unwrap()
+    else {
+        panic!("rotation")
+    };
+    assert_eq!(next.key_id(), 2);
+    assert!(matches!(
+        repo.validate(next.expose_secret()).await.unwrap(),
+        auth_sessions::Validation::Valid(_)
+    ));
+
+    let refused = keys(&["retire", "2"]);
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+    let retired = keys(&["retire", "1"]);
+    assert!(retired.status.success(), "{retired:?}");
+    assert_eq!(stdout(&keys(&["list"])), "2  active\n1 key(s)\n");
+
+    // Only sealed keys in the table; without the wrapping key they cannot be used.
+    let nonces: Vec<Option<Vec<u8>>> = db
+        .client()
+        .await
+        .query("SELECT nonce FROM auth.rotation_keys", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(nonces.iter().all(Option::is_some), "{nonces:?}");
+    let plain = cli(&db).args(["rotation-keys", "list"]).output().unwrap();
+    assert_eq!(plain.status.code(), Some(1), "{plain:?}");
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("rotation key 2 cannot be used"),
+        "{plain:?}"
+    );
+}

@@ -1,8 +1,9 @@
 //! `auth-sessions`: operate the session store without writing SQL.
 //!
 //! Exit codes: 0 success, 1 the operation failed, 2 bad arguments, 3 the database is
-//! unreachable or the URL is invalid, 4 nothing matched (`revoke --session`, or
-//! `--all-except` naming no session of the user), 130 a second Ctrl-C during `cleanup`.
+//! unreachable or the URL is invalid, 4 nothing matched (`revoke --session`, `--all-except`
+//! naming no session of the user, or `rotation-keys retire` of no key or the active one), 130 a
+//! second Ctrl-C during `cleanup`.
 //! `cleanup --every` reports a failed batch and retries it next round; it exits (1 or 3, by
 //! the last failure) only after `--max-failures` failed batches in a row.
 //! `distribute` on a database without Citus exits with 2: the command does not apply there.
@@ -14,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use auth_sessions::{
-    DEFAULT_DATABASE_URL, Error, PoolSettings, SessionKey, SessionPolicy, SessionRepo, build_pool,
-    distribute, migrate, migration_status,
+    DEFAULT_DATABASE_URL, DatabaseKeys, Error, KeySource, PoolSettings, SessionKey, SessionPolicy,
+    SessionRepo, WrappingKey, build_pool, distribute, migrate, migration_status,
 };
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -147,6 +148,30 @@ enum Command {
         user: Uuid,
         #[command(flatten)]
         target: RevokeTarget,
+    },
+    /// The refresh-token rotation keys kept by the database, for a service that keeps them
+    /// there: list their ids, add the next one (it signs from then on; older keys still verify,
+    /// so nobody is logged out), or retire an old one. Keys sealed under a wrapping key need it
+    /// in AUTH_SESSIONS_WRAPPING_KEY (standard base64 of 32 bytes or more, the service's);
+    /// without it the keys are taken in clear, which is for development only.
+    RotationKeys {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// The ids of the stored keys, the active (signing) one first. Stores key 1 when there is
+    /// none, as a service's first call would.
+    List,
+    /// Store the next key, drawn at random; it becomes the active one.
+    Add,
+    /// Delete a key that no session may still hold a token of (not the active one): once
+    /// every session has rotated, expired or idled out since the next key became active.
+    Retire {
+        /// The key's id.
+        id: u16,
     },
 }
 
@@ -319,7 +344,7 @@ async fn run(cli: Cli, policy: SessionPolicy) -> Result<ExitCode, Error> {
             );
         }
     };
-    let repo = SessionRepo::with_policy(pool.clone(), policy)?;
+    let repo = SessionRepo::with_policy(pool.clone(), policy.clone())?;
     match cli.command {
         Command::Migrate { status: true } => {
             let statuses = migration_status(&pool).await?;
@@ -429,8 +454,54 @@ async fn run(cli: Cli, policy: SessionPolicy) -> Result<ExitCode, Error> {
                 println!("revoked {} session(s)", repo.revoke_all(user).await?);
             }
         }
+        Command::RotationKeys { action } => {
+            let keys = stored_keys()?;
+            let repo = SessionRepo::with_policy(pool, policy.rotation_keys(keys))?;
+            match action {
+                KeyAction::List => {
+                    let ids = repo.rotation_key_ids().await?;
+                    for (i, id) in ids.iter().enumerate() {
+                        println!("{id}{}", if i == 0 { "  active" } else { "" });
+                    }
+                    println!("{} key(s)", ids.len());
+                }
+                KeyAction::Add => {
+                    println!(
+                        "added key {}: it signs from now on",
+                        repo.add_rotation_key().await?
+                    );
+                }
+                KeyAction::Retire { id } => {
+                    if !repo.retire_rotation_key(id).await? {
+                        eprintln!("no key {id}, or it is the active one: nothing retired");
+                        return Ok(ExitCode::from(EXIT_NOT_FOUND));
+                    }
+                    println!("retired key {id}");
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The rotation keys kept by the database, sealed under the wrapping key of
+/// AUTH_SESSIONS_WRAPPING_KEY, or in clear without it (development).
+fn stored_keys() -> Result<KeySource, Error> {
+    use base64::Engine as _;
+    let Ok(encoded) = std::env::var("AUTH_SESSIONS_WRAPPING_KEY") else {
+        eprintln!(
+            "note: no AUTH_SESSIONS_WRAPPING_KEY: rotation keys are kept in clear (development only)"
+        );
+        return Ok(KeySource::Database(
+            DatabaseKeys::unwrapped_for_development(),
+        ));
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| Error::Config("AUTH_SESSIONS_WRAPPING_KEY is not base64".to_owned()))?;
+    Ok(KeySource::Database(DatabaseKeys::wrapped(
+        WrappingKey::from_bytes(&bytes)?,
+    )))
 }
 
 /// Ctrl-C (SIGINT), as a stream: every interrupt after the first call to `listen` is seen,
