@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use sha2::{Digest, Sha256};
 
-use crate::{Error, InputProblem, KeyRing, MAX_KEY_ID, MAX_KEYS, RotationKey};
+use crate::{Error, KeyRing, MAX_KEY_ID, MAX_KEYS, RotationKey};
 
 /// Additional data sealed with every wrapped key, before its id: a wrapped key cannot be
 /// moved to another id or read as anything else.
@@ -107,19 +106,7 @@ impl WrappingKey {
     ///
     /// [`Error::InvalidInput`] (field `wrapping_key`) for fewer than 32 bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        if bytes.len() < 32 {
-            return Err(Error::InvalidInput {
-                field: "wrapping_key",
-                problem: InputProblem::OutOfRange,
-            });
-        }
-        let mut key = [0u8; 32];
-        if bytes.len() == 32 {
-            key.copy_from_slice(bytes);
-        } else {
-            key.copy_from_slice(&Sha256::digest(bytes));
-        }
-        Ok(Self(key))
+        crate::token::secret_key(bytes, "wrapping_key").map(Self)
     }
 
     fn aead(&self) -> Result<LessSafeKey, Error> {

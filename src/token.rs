@@ -328,18 +328,7 @@ impl RotationKey {
                 problem: InputProblem::OutOfRange,
             });
         }
-        if bytes.len() < Self::MIN_LEN {
-            return Err(Error::InvalidInput {
-                field: "rotation_key",
-                problem: InputProblem::OutOfRange,
-            });
-        }
-        let mut key = [0u8; 32];
-        if bytes.len() == 32 {
-            key.copy_from_slice(bytes);
-        } else {
-            key.copy_from_slice(&Sha256::digest(bytes));
-        }
+        let key = secret_key(bytes, "rotation_key")?;
         Ok(Self { id, key })
     }
 
@@ -443,6 +432,24 @@ impl RotationKey {
         block[..32].copy_from_slice(&self.key);
         <Hmac<Sha256> as KeyInit>::new(&block.into())
     }
+}
+
+/// 32 key bytes from secret input of at least 32 bytes: the input itself, or its SHA-256 when
+/// longer. [`Error::InvalidInput`] naming `field` for shorter input.
+pub(crate) fn secret_key(bytes: &[u8], field: &'static str) -> Result<[u8; 32], Error> {
+    if bytes.len() < RotationKey::MIN_LEN {
+        return Err(Error::InvalidInput {
+            field,
+            problem: InputProblem::OutOfRange,
+        });
+    }
+    let mut key = [0u8; 32];
+    if bytes.len() == 32 {
+        key.copy_from_slice(bytes);
+    } else {
+        key.copy_from_slice(&Sha256::digest(bytes));
+    }
+    Ok(key)
 }
 
 impl fmt::Debug for RotationKey {

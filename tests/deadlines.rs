@@ -20,7 +20,6 @@ use auth_sessions::{
 };
 use common::TestDb;
 use relay::FaultRelay;
-use tokio_postgres::config::Host;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// The deadline of the relay tests' calls.
@@ -42,27 +41,13 @@ fn pipelined_with_backoff(connections: usize, backoff: Duration) -> HotPath {
 
 /// A relay to the test's database server.
 async fn relay_to(db: &TestDb) -> FaultRelay {
-    let config = db.config();
-    let host = match config.get_hosts().first() {
-        Some(Host::Tcp(host)) => host.clone(),
-        _ => "localhost".to_owned(),
-    };
-    FaultRelay::start((host, config.get_ports().first().copied().unwrap_or(5432))).await
+    FaultRelay::start(db.upstream()).await
 }
 
 /// A pool whose connections go through `relay` to the test's database (plaintext: the relay
 /// is on this machine).
 fn pool_through(db: &TestDb, relay: &FaultRelay, settings: &PoolSettings) -> Pool {
-    let direct = db.config();
-    let mut config = tokio_postgres::Config::new();
-    config.host("127.0.0.1").port(relay.port).dbname(&db.name);
-    if let Some(user) = direct.get_user() {
-        config.user(user);
-    }
-    if let Some(password) = direct.get_password() {
-        config.password(password);
-    }
-    build_pool_with_config(config, settings).unwrap()
+    build_pool_with_config(db.config_through(relay.port), settings).unwrap()
 }
 
 /// A repository on `pool` with `hot_path` and every call limited to `deadline`.

@@ -464,9 +464,13 @@ async fn tombstones_cost_the_live_path_nothing() {
 #[tokio::test]
 async fn reuse_proof_of_a_forged_token_costs_no_statement_at_any_generation() {
     let db = TestDb::new().await;
-    let relay = relay::CountingRelay::start(upstream(&db)).await;
+    let relay = relay::CountingRelay::start(db.upstream()).await;
     let repo = SessionRepo::with_policy(
-        relayed_pool(&db, &relay),
+        auth_sessions::build_pool_with_config(
+            db.config_through(relay.port),
+            &auth_sessions::PoolSettings::default().max_size(1),
+        )
+        .expect("pool"),
         SessionPolicy::default().rotation_key(key()),
     )
     .unwrap();
@@ -599,34 +603,4 @@ async fn reuse_with_a_held_change(held: &str, reason: Option<&str>) {
         .expect("read back")
         .map(|row| row.get(0));
     assert_eq!(stored, reason.map(|reason| Some(reason.to_owned())));
-}
-
-/// A pool whose connections go through `relay`.
-fn relayed_pool(
-    db: &TestDb,
-    relay: &relay::CountingRelay,
-) -> auth_sessions::deadpool_postgres::Pool {
-    let direct = db.config();
-    let mut config = tokio_postgres::Config::new();
-    config.host("127.0.0.1").port(relay.port).dbname(&db.name);
-    if let Some(user) = direct.get_user() {
-        config.user(user);
-    }
-    if let Some(password) = direct.get_password() {
-        config.password(password);
-    }
-    auth_sessions::build_pool_with_config(
-        config,
-        &auth_sessions::PoolSettings::default().max_size(1),
-    )
-    .expect("pool")
-}
-
-fn upstream(db: &TestDb) -> (String, u16) {
-    let config = db.config();
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => "localhost".to_owned(),
-    };
-    (host, config.get_ports().first().copied().unwrap_or(5432))
 }

@@ -21,16 +21,6 @@ use auth_sessions::{
 };
 use common::TestDb;
 use relay::CountingRelay;
-use tokio_postgres::config::Host;
-
-fn upstream(db: &TestDb) -> (String, u16) {
-    let config = db.config();
-    let host = match config.get_hosts().first() {
-        Some(Host::Tcp(host)) => host.clone(),
-        _ => "localhost".to_owned(),
-    };
-    (host, config.get_ports().first().copied().unwrap_or(5432))
-}
 
 #[tokio::test]
 async fn every_repository_call_is_one_round_trip_on_a_warm_pooled_connection() {
@@ -52,18 +42,13 @@ async fn every_repository_call_is_one_round_trip_with_only_reads_shared() {
 
 async fn one_round_trip_per_call(hot_path: HotPath) {
     let db = TestDb::new().await;
-    let relay = CountingRelay::start(upstream(&db)).await;
-    let direct = db.config();
-    let mut config = tokio_postgres::Config::new();
-    config.host("127.0.0.1").port(relay.port).dbname(&db.name);
-    if let Some(user) = direct.get_user() {
-        config.user(user);
-    }
-    if let Some(password) = direct.get_password() {
-        config.password(password);
-    }
+    let relay = CountingRelay::start(db.upstream()).await;
     // One connection, so every call below reuses the same warm connection.
-    let pool = build_pool_with_config(config, &PoolSettings::default().max_size(1)).unwrap();
+    let pool = build_pool_with_config(
+        db.config_through(relay.port),
+        &PoolSettings::default().max_size(1),
+    )
+    .unwrap();
     let repo = SessionRepo::new(pool.clone())
         .with_hot_path(hot_path.clone())
         .unwrap();

@@ -230,6 +230,31 @@ impl TestDb {
         url_for(&self.name)
     }
 
+    /// Where a relay in front of this test's database forwards to: the server's host and port.
+    pub fn upstream(&self) -> (String, u16) {
+        let config = self.config();
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "localhost".to_owned(),
+        };
+        (host, config.get_ports().first().copied().unwrap_or(5432))
+    }
+
+    /// Connection settings for this test's database through a relay listening on `port` of
+    /// this machine (plaintext: the relay is local).
+    pub fn config_through(&self, port: u16) -> Config {
+        let direct = self.config();
+        let mut config = Config::new();
+        config.host("127.0.0.1").port(port).dbname(&self.name);
+        if let Some(user) = direct.get_user() {
+            config.user(user);
+        }
+        if let Some(password) = direct.get_password() {
+            config.password(password);
+        }
+        config
+    }
+
     /// A plain connection to this test's database, outside the pool.
     pub async fn client(&self) -> Client {
         let (client, connection) = self.config().connect(NoTls).await.expect("connect");
