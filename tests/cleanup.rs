@@ -12,6 +12,7 @@ use auth_sessions::{
     Rotation, RotationKey, SessionPolicy, SessionRepo, Validation, spawn_cleanup,
 };
 use common::TestDb;
+use common::running::Running;
 use uuid::Uuid;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -882,113 +883,8 @@ async fn idle_cleanup_failure_reports_what_the_batch_deleted_before_it() {
     assert_eq!(db.session_rows().await, 0);
 }
 
-/// The `auth-sessions` command running in the background, its output collected as it comes.
-struct Daemon {
-    child: std::process::Child,
-    stdout: Arc<std::sync::Mutex<String>>,
-    stderr: Arc<std::sync::Mutex<String>>,
-}
-
-/// How long any wait on the background command may take before the test fails.
+/// How long the background command may take to exit before the test fails.
 const DAEMON_DEADLINE: Duration = Duration::from_secs(30);
-
-impl Daemon {
-    fn spawn(db: &TestDb, args: &[&str]) -> Self {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("auth-sessions"))
-            .env_remove("DATABASE_URL")
-            .env_remove("RUST_LOG")
-            .arg("--database-url")
-            .arg(db.url())
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let collect = |pipe: Box<dyn std::io::Read + Send>| {
-            let text = Arc::new(std::sync::Mutex::new(String::new()));
-            let sink = text.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    let mut sink = sink.lock().unwrap();
-                    sink.push_str(&line);
-                    sink.push('\n');
-                }
-            });
-            text
-        };
-        let stdout = collect(Box::new(child.stdout.take().unwrap()));
-        let stderr = collect(Box::new(child.stderr.take().unwrap()));
-        Self {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn output(&self) -> (String, String) {
-        (
-            self.stdout.lock().unwrap().clone(),
-            self.stderr.lock().unwrap().clone(),
-        )
-    }
-
-    /// Polls until `ready(stdout, stderr)` holds; fails if the command exits first.
-    async fn wait_for(&mut self, what: &str, ready: impl Fn(&str, &str) -> bool) {
-        let started = tokio::time::Instant::now();
-        loop {
-            let (out, err) = self.output();
-            if ready(&out, &err) {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("exited ({status}) before {what}:\n{out}\n{err}");
-            }
-            assert!(
-                started.elapsed() < DAEMON_DEADLINE,
-                "timed out waiting for {what}:\n{out}\n{err}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Polls until the command exits; fails after [`DAEMON_DEADLINE`].
-    async fn exit_status(&mut self) -> std::process::ExitStatus {
-        let started = tokio::time::Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The pipes are read to their end before the output is looked at.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return status;
-            }
-            if started.elapsed() > DAEMON_DEADLINE {
-                let _ = self.child.kill();
-                panic!(
-                    "still running after {DAEMON_DEADLINE:?}: {:?}",
-                    self.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Sends SIGINT, as Ctrl-C does.
-    fn interrupt(&self) {
-        let sent = std::process::Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Five sessions idle for two hours and three live ones; returns the idle ones' ids.
 async fn idle_and_live(db: &TestDb) -> Vec<Uuid> {
@@ -1036,7 +932,7 @@ async fn idle_cleanup_daemon_survives_failed_batches() {
     let mut holder = db.client().await;
     hold_one(&mut holder, &idle).await;
 
-    let mut daemon = Daemon::spawn(&db, DAEMON_ARGS);
+    let mut daemon = Running::spawn(&db, DAEMON_ARGS);
     daemon
         .wait_for("two failed batches", |_, err| {
             err.matches("cleanup batch failed").count() >= 2
@@ -1059,7 +955,7 @@ async fn idle_cleanup_daemon_survives_failed_batches() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     daemon.interrupt();
-    let status = daemon.exit_status().await;
+    let status = daemon.exit_status(DAEMON_DEADLINE).await;
     let (out, err) = daemon.output();
     assert!(status.success(), "{status:?}\n{out}\n{err}");
     assert!(
@@ -1075,8 +971,8 @@ async fn idle_cleanup_daemon_exits_after_5_failed_batches_in_a_row() {
     let mut holder = db.client().await;
     hold_one(&mut holder, &idle).await;
 
-    let mut daemon = Daemon::spawn(&db, DAEMON_ARGS);
-    let status = daemon.exit_status().await;
+    let mut daemon = Running::spawn(&db, DAEMON_ARGS);
+    let status = daemon.exit_status(DAEMON_DEADLINE).await;
     let (out, err) = daemon.output();
     assert_eq!(status.code(), Some(1), "{status:?}\n{out}\n{err}");
     assert_eq!(
