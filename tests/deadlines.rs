@@ -88,8 +88,11 @@ async fn concurrent_lookups(
 /// Retries a lookup until it finds the session (at most 10 s): the path recovered.
 async fn until_found(repo: &SessionRepo, token: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
+    // Room to open a connection on a loaded machine; the clone shares the repository's pool
+    // and shared connections.
+    let repo = repo.clone().with_deadline(Duration::from_secs(3)).unwrap();
     loop {
-        match tokio::time::timeout(Duration::from_secs(3), repo.find_by_token(token)).await {
+        match tokio::time::timeout(Duration::from_secs(5), repo.find_by_token(token)).await {
             Ok(Ok(Some(_))) => return,
             other => assert!(
                 Instant::now() < deadline,
@@ -120,16 +123,20 @@ async fn half_open_connection_lookups_fail_within_the_deadline(hot_path: HotPath
     let (_, token) = db.repo.create(&NewSession::new(user, DAY)).await.unwrap();
     let token = token.expose_secret().to_owned();
     let relay = relay_to(&db).await;
+    // Opening a connection can take most of a second on a loaded machine (a throwaway server
+    // authenticates with SCRAM): the pool's own timeouts stay out of the way, and the warm-up
+    // runs on a clone with a long deadline (it shares the pool and the shared connections).
     let settings = PoolSettings::default()
         .max_size(6)
-        .create_timeout(Duration::from_secs(1))
-        .wait_timeout(Duration::from_secs(1));
+        .create_timeout(Duration::from_secs(10))
+        .wait_timeout(Duration::from_secs(10));
     let pool = pool_through(&db, &relay, &settings);
     let exclusive = hot_path == HotPath::Exclusive;
     let repo = repo(pool.clone(), hot_path, DEADLINE);
+    let warming = repo.clone().with_deadline(Duration::from_secs(30)).unwrap();
 
     // Warm connections, each with its statement prepared: six pooled ones, or both shared.
-    let results = concurrent_lookups(&repo, &token, 6).await;
+    let results = concurrent_lookups(&warming, &token, 6).await;
     assert!(
         results.iter().all(|r| matches!(r, Some((Ok(true), _)))),
         "{results:?}"
