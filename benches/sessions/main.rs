@@ -31,7 +31,7 @@
 //!     forged generation-0 token against a session at generation 10,000, beside a forged parent,
 //!     a genuine refresh and a lookup (`benches/sessions/reuse_proof.rs`).
 
-#[path = "../tests/common/relay.rs"]
+#[path = "../../tests/common/relay.rs"]
 mod relay;
 
 use std::collections::HashMap;
@@ -54,7 +54,6 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 use uuid::Uuid;
 
-#[path = "sessions/reuse_proof.rs"]
 mod reuse_proof;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
