@@ -1,20 +1,40 @@
-//! What a measured caller carries from call to call: a seeded pick, and the current token of
-//! each session it rotates in turn (`Chain`).
+//! What a measured caller carries from call to call: a seeded pick of its input, the current
+//! token of each session it rotates in turn (`Chain`), and the sessions it revokes, each once
+//! (`Revocations`).
 
 use std::sync::Arc;
 
-use auth_sessions::RefreshToken;
+use auth_sessions::{RefreshToken, SessionKey};
+
+pub(crate) type Shared<T> = Arc<std::sync::Mutex<T>>;
 
 pub(crate) fn pick<T: Copy>(items: &[T], seed: u64) -> T {
     items[(seed % items.len() as u64) as usize]
 }
 
-pub(crate) type Shared<T> = Arc<std::sync::Mutex<T>>;
+/// A measured operation that calls `call` with its state and an item of `items` picked by the
+/// call's seed.
+pub(crate) fn picked<S, T, F, Fut>(
+    items: &Arc<Vec<T>>,
+    call: F,
+) -> impl Fn(S, u64) -> Fut + Send + Sync + Clone + 'static
+where
+    T: Copy + Send + Sync + 'static,
+    F: Fn(S, T) -> Fut + Send + Sync + Clone + 'static,
+{
+    let items = items.clone();
+    move |state, seed| call(state, pick(&items, seed))
+}
+
+/// The text of a token of `tokens` picked by `seed`, as a device presents it.
+pub(crate) fn presented(tokens: &[RefreshToken], seed: u64) -> &str {
+    tokens[(seed % tokens.len() as u64) as usize].expose_secret()
+}
 
 /// A caller's own sessions, rotated in turn: the current token text of each.
 pub(crate) struct Chain {
-    pub(crate) tokens: Vec<String>,
-    pub(crate) next: usize,
+    tokens: Vec<String>,
+    next: usize,
 }
 
 impl Chain {
@@ -38,5 +58,24 @@ impl Chain {
 
     pub(crate) fn put(chain: &Shared<Chain>, i: usize, token: String) {
         chain.lock().unwrap().tokens[i] = token;
+    }
+}
+
+/// Live sessions to revoke, each once, shared by the callers of one side.
+#[derive(Clone)]
+pub(crate) struct Revocations(Shared<Vec<SessionKey>>);
+
+impl Revocations {
+    pub(crate) fn new(keys: Vec<SessionKey>) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(keys)))
+    }
+
+    /// The next session to revoke.
+    pub(crate) fn next(&self) -> SessionKey {
+        self.0
+            .lock()
+            .unwrap()
+            .pop()
+            .expect("enough sessions to revoke: raise REVOKE_RATE_BOUND")
     }
 }

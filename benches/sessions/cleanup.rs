@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use auth_sessions::{SessionPolicy, SessionRepo};
+use auth_sessions::SessionPolicy;
 use tokio_postgres::{Client, Config};
 
 use crate::BoxError;
 use crate::args::Args;
 use crate::data::{Bulk, DAY_S, Data, bulk_sessions};
 use crate::measure::{Run, measure};
-use crate::repo::{repo_for, warm};
+use crate::repo::{self, repo_for, warm};
 
 pub(crate) async fn run(
     args: &Args,
@@ -42,19 +42,9 @@ pub(crate) async fn run(
     println!("(inserted in {:.1} s)\n", started.elapsed().as_secs_f64());
 
     let tokens = data.lookup.clone();
-    let n = tokens.len() as u64;
     let lookup_repo = repo_for(config, 8, SessionPolicy::default())?;
     warm(&lookup_repo, 8, &tokens).await?;
-    let lookup = move |repo: SessionRepo, seed: u64| {
-        let t = tokens.clone();
-        async move {
-            let found = repo
-                .find_by_token(t[(seed % n) as usize].expose_secret())
-                .await
-                .expect("lookup");
-            assert!(found.is_some());
-        }
-    };
+    let lookup = move |repo, seed| repo::lookup(repo, tokens.clone(), seed);
     let quiet = measure(args.seconds, vec![lookup_repo.clone(); 8], lookup.clone()).await;
 
     let cleaner = repo_for(config, 1, SessionPolicy::default())?;

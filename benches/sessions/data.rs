@@ -302,3 +302,29 @@ pub(crate) async fn prepare_ops(args: &Args, client: &Client) -> Result<Ops, Box
         write_fresh_users,
     })
 }
+
+/// Keys of main sessions spread over the lookup set (up to about 50,000), for activity, which
+/// changes no token.
+pub(crate) fn activity_keys(data: &Data) -> Arc<Vec<SessionKey>> {
+    Arc::new(
+        data.lookup
+            .iter()
+            .step_by((data.lookup.len() / 50_000).max(1))
+            .map(RefreshToken::session_key)
+            .collect(),
+    )
+}
+
+/// Marks the sessions of `keys` active now, so that throttled activity on them writes nothing.
+pub(crate) async fn mark_active(admin: &Client, keys: &[SessionKey]) -> Result<(), BoxError> {
+    let (user_ids, session_ids): (Vec<Uuid>, Vec<Uuid>) =
+        keys.iter().map(|k| (k.user_id, k.session_id)).unzip();
+    admin
+        .execute(
+            "UPDATE auth.user_sessions SET last_active_at = now() \
+             WHERE (user_id, id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
+            &[&user_ids, &session_ids],
+        )
+        .await?;
+    Ok(())
+}

@@ -3,30 +3,25 @@
 //! connection per caller, with pgbench and the server connections each side used.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use auth_sessions::{
-    HotPath, NewSession, PipelineSettings, PoolSettings, RefreshToken, Rotation, SessionKey,
-    SessionPolicy, SessionRepo, build_pool_with_config,
+    HotPath, PipelineSettings, PoolSettings, RefreshToken, SessionKey, SessionPolicy, SessionRepo,
+    build_pool_with_config,
 };
 use tokio_postgres::{Client, Config};
-use uuid::Uuid;
 
 use crate::BoxError;
 use crate::args::Args;
-use crate::callers::{Chain, Shared, pick};
+use crate::callers::{Chain, Revocations, Shared, picked};
 use crate::data::{
-    Bulk, DAY, Data, REVOKE_RATE_BOUND, ROTATION_SESSIONS_PER_CALLER, bench_key, bulk_sessions,
-    new_users,
+    Bulk, Data, REVOKE_RATE_BOUND, ROTATION_SESSIONS_PER_CALLER, activity_keys, bench_key,
+    bulk_sessions, mark_active, new_users,
 };
-use crate::hand::{
-    Hand, HandDevice, IDLE_SECONDS, hand, hand_create, hand_lookup, hand_rotate, lookup_sql,
-    query_with,
-};
+use crate::hand::{self, Hand, Query};
 use crate::measure::{Run, compare};
 use crate::pgbench::pgbench;
-use crate::repo::{ops_policy, repo_for, warm};
+use crate::repo::{self, ops_policy, repo_for, warm};
 
 /// `SessionRepo`s over pools of `callers` connections: exclusive, and pipelined on
 /// `connections` shared connections, read-only calls (the default) or every hot-path call.
@@ -153,9 +148,7 @@ fn print_hot(label: &str, callers: usize, results: &[Contender]) {
 }
 
 const EXCLUSIVE: &str = "SessionRepo, exclusive";
-
 const PIPELINED: &str = "**SessionRepo, pipelined**";
-
 const PIPELINED_WRITES: &str = "SessionRepo, pipelined with writes";
 
 /// Measures `hand` against each repository with `ours`.
@@ -207,28 +200,16 @@ pub(crate) async fn run(
          p99 ms | throughput ratio | p99 ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    let sql = lookup_sql();
+    let sql = Query::Lookup.sql();
     let tokens = data.lookup.clone();
-    let n = tokens.len() as u64;
     let mut summary = Vec::new();
     for callers in [1usize, 8, 32] {
         let connections = args.pipeline_connections.min(callers);
-        let mut states = Vec::new();
-        for _ in 0..callers {
-            states.push(hand(config, &sql).await?);
-        }
         let t = tokens.clone();
-        let handwritten = (states, move |h: Arc<Hand>, seed| {
-            let t = t.clone();
-            async move {
-                hand_lookup(
-                    &h.client,
-                    &h.statement,
-                    t[(seed % n) as usize].expose_secret(),
-                )
-                .await;
-            }
-        });
+        let handwritten = (
+            Hand::callers(config, Query::Lookup, callers).await?,
+            move |h, seed| hand::lookup(h, t.clone(), seed),
+        );
         let repos = HotRepos::new(config, callers, connections, SessionPolicy::default())?;
         repos.warm(callers, &tokens).await?;
         let before = backends(admin).await?;
@@ -238,16 +219,7 @@ pub(crate) async fn run(
             handwritten,
             &[(EXCLUSIVE, &repos.exclusive), (PIPELINED, &repos.pipelined)],
             |_, repo| vec![repo.clone(); callers],
-            move |repo: SessionRepo, seed| {
-                let t = t.clone();
-                async move {
-                    let found = repo
-                        .find_by_token(t[(seed % n) as usize].expose_secret())
-                        .await
-                        .expect("lookup");
-                    assert!(found.is_some());
-                }
-            },
+            move |repo, seed| repo::lookup(repo, t.clone(), seed),
         )
         .await;
         // Every side's connections are open at once here: the hand-written callers', the
@@ -292,50 +264,20 @@ pub(crate) async fn run(
         (PIPELINED, &hot.pipelined),
         (PIPELINED_WRITES, &hot.pipelined_writes),
     ];
+    let each = |_: usize, repo: &SessionRepo| vec![repo.clone(); callers];
 
     // create: users without sessions (the cap is reached after ten creates per user).
-    let sql = query_with(
-        "create_session",
-        &[
-            "user_id",
-            "id",
-            "generation",
-            "refresh_token_hash",
-            "device_info",
-            "ip_address",
-            "user_agent",
-            "ttl_seconds",
-            "idle_seconds",
-            "max_sessions",
-            "evict",
-        ],
+    let users = Arc::new(new_users(admin, 4000).await?);
+    let handwritten = (
+        Hand::callers(config, Query::Create, callers).await?,
+        picked(&users, hand::create),
     );
-    let create_users = Arc::new(new_users(admin, 4000).await?);
-    let mut hands = Vec::new();
-    for _ in 0..callers {
-        hands.push(hand(config, &sql).await?);
-    }
-    let u = create_users.clone();
-    let handwritten = (hands, move |h: Arc<Hand>, seed| {
-        let user = pick(&u, seed);
-        async move { hand_create(&h, user).await }
-    });
-    let u = create_users.clone();
     let result = hot_compare(
         seconds,
         handwritten,
         &repos,
-        |_, repo| vec![repo.clone(); callers],
-        move |repo: SessionRepo, seed| {
-            let user = pick(&u, seed);
-            async move {
-                let new = NewSession::new(user, DAY)
-                    .with_device_info("bench device")
-                    .with_ip_address("192.0.2.1".parse().expect("ip"))
-                    .with_user_agent("Bench/1.0");
-                repo.create(&new).await.expect("create");
-            }
-        },
+        each,
+        picked(&users, repo::create),
     )
     .await;
     print_hot(&format!("{callers} | create"), callers, &result);
@@ -343,33 +285,17 @@ pub(crate) async fn run(
 
     // rotate: each caller rotates its own sessions in turn (4 sides: the hand-written
     // baseline twice, then each hot path).
-    let sql = query_with(
-        "rotate_session",
-        &[
-            "user_id",
-            "id",
-            "generation",
-            "presented_hash",
-            "successor_hash",
-            "idle_seconds",
-            "grace_seconds",
-        ],
-    );
     let rotate_count = 4 * callers * ROTATION_SESSIONS_PER_CALLER;
     let users = new_users(admin, rotate_count / 10).await?;
     let rotate = bulk_sessions(admin, &users, rotate_count, Bulk::LIVE, true).await?;
     let mut chunks = rotate.chunks(ROTATION_SESSIONS_PER_CALLER);
     let mut hands = Vec::new();
-    for _ in 0..callers {
-        hands.push((
-            hand(config, &sql).await?,
-            Chain::shared(chunks.next().expect("rotation sessions")),
-        ));
+    for h in Hand::callers(config, Query::Rotate, callers).await? {
+        hands.push((h, Chain::shared(chunks.next().expect("rotation sessions"))));
     }
     let key = Arc::new(bench_key());
-    let handwritten = (hands, move |(h, chain): (Arc<Hand>, Shared<Chain>), _| {
-        let key = key.clone();
-        async move { hand_rotate(&h, &chain, &key).await }
+    let handwritten = (hands, move |(h, chain), _| {
+        hand::rotate(h, chain, key.clone())
     });
     // The hand-written callers keep their chains for both comparisons; each hot path gets
     // chains of its own.
@@ -390,86 +316,25 @@ pub(crate) async fn run(
                 .map(|chain| (repo.clone(), chain.clone()))
                 .collect()
         },
-        |(repo, chain): (SessionRepo, Shared<Chain>), _| async move {
-            let (i, current) = Chain::take(&chain);
-            let rotation = repo.rotate(&current).await.expect("rotate");
-            let Rotation::Rotated { token, .. } = rotation else {
-                panic!("rotation failed: {rotation:?}")
-            };
-            Chain::put(&chain, i, token.expose_secret().to_owned());
-        },
+        |(repo, chain), _| repo::rotate(repo, chain),
     )
     .await;
     print_hot(&format!("{callers} | rotate"), callers, &result);
     summary.push(ops_summary("rotate, 8 callers", &result));
 
     // activity, throttled (recent activity: nothing written), on lookup sessions.
-    let keys: Arc<Vec<SessionKey>> = Arc::new(
-        data.lookup
-            .iter()
-            .step_by((data.lookup.len() / 50_000).max(1))
-            .map(RefreshToken::session_key)
-            .collect(),
+    let keys = activity_keys(data);
+    mark_active(admin, &keys).await?;
+    let handwritten = (
+        Hand::callers(config, Query::Activity, callers).await?,
+        picked(&keys, |h, key| hand::activity(h, key, 60)),
     );
-    let (user_ids, session_ids): (Vec<Uuid>, Vec<Uuid>) =
-        keys.iter().map(|k| (k.user_id, k.session_id)).unzip();
-    admin
-        .execute(
-            "UPDATE auth.user_sessions SET last_active_at = now() \
-             WHERE (user_id, id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
-            &[&user_ids, &session_ids],
-        )
-        .await?;
-    let sql = query_with(
-        "update_session_activity",
-        &[
-            "user_id",
-            "id",
-            "idle_seconds",
-            "ip_address",
-            "min_interval_seconds",
-        ],
-    );
-    let mut hands = Vec::new();
-    for _ in 0..callers {
-        hands.push(hand(config, &sql).await?);
-    }
-    let k = keys.clone();
-    let handwritten = (hands, move |h: Arc<Hand>, seed| {
-        let key = pick(&k, seed);
-        async move {
-            let ip: Option<IpAddr> = None;
-            h.client
-                .query_opt(
-                    &h.statement,
-                    &[
-                        &key.user_id,
-                        &key.session_id,
-                        &Some(IDLE_SECONDS),
-                        &ip,
-                        &60i64,
-                    ],
-                )
-                .await
-                .expect("activity")
-                .expect("live");
-        }
-    });
-    let k = keys.clone();
     let result = hot_compare(
         seconds,
         handwritten,
         &repos,
-        |_, repo| vec![repo.clone(); callers],
-        move |repo: SessionRepo, seed| {
-            let key = pick(&k, seed);
-            async move {
-                repo.record_activity(key, None)
-                    .await
-                    .expect("activity")
-                    .expect("live");
-            }
-        },
+        each,
+        picked(&keys, repo::activity),
     )
     .await;
     print_hot(
@@ -480,42 +345,17 @@ pub(crate) async fn run(
     summary.push(ops_summary("activity, 8 callers", &result));
 
     // list: a random main user's devices (10 sessions each).
-    let mut hands = Vec::new();
-    for _ in 0..callers {
-        hands.push(
-            hand(
-                config,
-                &query_with("get_user_sessions", &["user_id", "idle_seconds"]),
-            )
-            .await?,
-        );
-    }
-    let u = data.users.clone();
-    let handwritten = (hands, move |h: Arc<Hand>, seed| {
-        let user = pick(&u, seed);
-        async move {
-            let rows = h
-                .client
-                .query(&h.statement, &[&user, &Some(IDLE_SECONDS)])
-                .await
-                .expect("list");
-            for row in &rows {
-                std::hint::black_box(HandDevice::from_row(row));
-            }
-        }
-    });
-    let u = data.users.clone();
+    let users = &data.users;
+    let handwritten = (
+        Hand::callers(config, Query::List, callers).await?,
+        picked(users, hand::list),
+    );
     let result = hot_compare(
         seconds,
         handwritten,
         &repos,
-        |_, repo| vec![repo.clone(); callers],
-        move |repo: SessionRepo, seed| {
-            let user = pick(&u, seed);
-            async move {
-                std::hint::black_box(repo.list_devices(user).await.expect("list"));
-            }
-        },
+        each,
+        picked(users, repo::list),
     )
     .await;
     print_hot(&format!("{callers} | list"), callers, &result);
@@ -534,49 +374,21 @@ pub(crate) async fn run(
         .collect();
     // One side's share for each contender, the rest for the hand-written callers (in all
     // three comparisons).
-    let lists: Vec<Shared<Vec<SessionKey>>> = (0..3)
-        .map(|_| {
-            Arc::new(std::sync::Mutex::new(
-                revoke.split_off(revoke.len() - per_side),
-            ))
-        })
+    let lists: Vec<Revocations> = (0..3)
+        .map(|_| Revocations::new(revoke.split_off(revoke.len() - per_side)))
         .collect();
-    let hand_list: Shared<Vec<SessionKey>> = Arc::new(std::sync::Mutex::new(revoke));
-    let mut hands = Vec::new();
-    for _ in 0..callers {
-        hands.push((
-            hand(config, &query_with("revoke_session", &["user_id", "id"])).await?,
-            hand_list.clone(),
-        ));
-    }
-    let handwritten = (
-        hands,
-        |(h, list): (Arc<Hand>, Shared<Vec<SessionKey>>), _| async move {
-            let key = list
-                .lock()
-                .unwrap()
-                .pop()
-                .expect("enough sessions to revoke: raise REVOKE_RATE_BOUND");
-            h.client
-                .query_opt(&h.statement, &[&key.user_id, &key.session_id])
-                .await
-                .expect("revoke")
-                .expect("revoked");
-        },
-    );
+    let hand_list = Revocations::new(revoke);
+    let hands: Vec<_> = Hand::callers(config, Query::Revoke, callers)
+        .await?
+        .into_iter()
+        .map(|h| (h, hand_list.clone()))
+        .collect();
     let result = hot_compare(
         seconds,
-        handwritten,
+        (hands, |(h, list), _| hand::revoke(h, list)),
         &repos,
         |side, repo| vec![(repo.clone(), lists[side].clone()); callers],
-        |(repo, list): (SessionRepo, Shared<Vec<SessionKey>>), _| async move {
-            let key = list
-                .lock()
-                .unwrap()
-                .pop()
-                .expect("enough sessions to revoke: raise REVOKE_RATE_BOUND");
-            assert!(repo.revoke(key).await.expect("revoke"));
-        },
+        |(repo, list), _| repo::revoke(repo, list),
     )
     .await;
     print_hot(&format!("{callers} | revoke"), callers, &result);

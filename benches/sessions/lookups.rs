@@ -3,59 +3,38 @@
 
 use std::sync::Arc;
 
-use auth_sessions::{PoolSettings, SessionPolicy, SessionRepo, build_pool_with_config};
+use auth_sessions::{PoolSettings, SessionPolicy, build_pool_with_config};
 use tokio_postgres::Config;
 
 use crate::BoxError;
 use crate::args::Args;
+use crate::callers::presented;
 use crate::data::Data;
-use crate::hand::{Hand, hand, hand_lookup, lookup_sql};
+use crate::hand::{self, Hand, Query};
 use crate::measure::{compare, row};
 use crate::pgbench::pgbench;
-use crate::repo::{repo_for, warm};
+use crate::repo::{self, repo_for, warm};
 
 pub(crate) async fn run(args: &Args, config: &Config, data: &Data) -> Result<(), BoxError> {
     println!("## 2. Token lookup (the hot path)\n");
     println!("| callers | implementation | calls/s | p50 ms | p99 ms | throughput ratio |");
     println!("|---|---|---|---|---|---|");
-    let sql = lookup_sql();
+    let sql = Query::Lookup.sql();
     let tokens = data.lookup.clone();
-    let n = tokens.len() as u64;
     for concurrency in [1usize, 8, 32] {
         // Hand-written: one connection per caller, the same SQL prepared once on each.
-        let mut states = Vec::new();
-        for _ in 0..concurrency {
-            states.push(hand(config, &sql).await?);
-        }
         let t = tokens.clone();
-        let handwritten_calls = (states, move |h: Arc<Hand>, seed| {
-            let t = t.clone();
-            async move {
-                hand_lookup(
-                    &h.client,
-                    &h.statement,
-                    t[(seed % n) as usize].expose_secret(),
-                )
-                .await;
-            }
-        });
+        let handwritten_calls = (
+            Hand::callers(config, Query::Lookup, concurrency).await?,
+            move |h, seed| hand::lookup(h, t.clone(), seed),
+        );
 
         let repo = repo_for(config, concurrency, SessionPolicy::default())?;
         warm(&repo, concurrency, &tokens).await?;
         let t = tokens.clone();
-        let ours = (
-            vec![repo.clone(); concurrency],
-            move |repo: SessionRepo, seed| {
-                let t = t.clone();
-                async move {
-                    let found = repo
-                        .find_by_token(t[(seed % n) as usize].expose_secret())
-                        .await
-                        .expect("lookup");
-                    assert!(found.is_some());
-                }
-            },
-        );
+        let ours = (vec![repo.clone(); concurrency], move |repo, seed| {
+            repo::lookup(repo, t.clone(), seed)
+        });
         let (handwritten, ours) = compare(args.seconds, handwritten_calls.clone(), ours).await;
         repo.pool().close();
 
@@ -73,7 +52,7 @@ pub(crate) async fn run(args: &Args, config: &Config, data: &Data) -> Result<(),
                 async move {
                     let client = pool.get().await.expect("pooled connection");
                     let statement = client.prepare_cached(&sql).await.expect("prepare");
-                    hand_lookup(&client, &statement, t[(seed % n) as usize].expose_secret()).await;
+                    hand::find(&client, &statement, presented(&t, seed)).await;
                 }
             },
         );
