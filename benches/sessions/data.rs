@@ -38,7 +38,7 @@ pub(crate) const WRITE_CALLS: usize = 1000;
 /// Upper bound on revocations per second for one caller, to size the revoke data set.
 pub(crate) const REVOKE_RATE_BOUND: f64 = 8000.0;
 
-pub(crate) fn bench_config() -> Result<Config, BoxError> {
+fn bench_config() -> Result<Config, BoxError> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
     Ok(Config::from_str(&url)?)
 }
@@ -54,7 +54,7 @@ pub(crate) fn bench_key() -> RotationKey {
 }
 
 /// Sends `rows` (COPY text format, one line each) to `copy ... FROM STDIN`.
-pub(crate) async fn copy_rows(
+async fn copy_rows(
     client: &Client,
     sql: &str,
     rows: impl Iterator<Item = String>,
@@ -76,7 +76,7 @@ pub(crate) async fn copy_rows(
     Ok(sink.as_mut().finish().await?)
 }
 
-pub(crate) static USER_SERIAL: AtomicU64 = AtomicU64::new(0);
+static USER_SERIAL: AtomicU64 = AtomicU64::new(0);
 
 /// `count` new users (random ids), loaded by COPY.
 pub(crate) async fn new_users(client: &Client, count: usize) -> Result<Vec<Uuid>, BoxError> {
@@ -119,7 +119,7 @@ impl Bulk {
     };
 }
 
-pub(crate) fn timestamp(at: chrono::DateTime<Utc>) -> String {
+fn timestamp(at: chrono::DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
