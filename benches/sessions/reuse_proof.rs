@@ -9,16 +9,22 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use super::*;
+use std::time::Duration;
+
+use auth_sessions::{NewSession, RefreshToken, Rotation};
+use tokio_postgres::{Client, Config};
+
+use crate::BoxError;
+use crate::args::Args;
+use crate::callers::{Chain, Shared};
+use crate::data::{DAY_S, bench_key, new_users};
+use crate::measure::{Run, compare, measure};
+use crate::repo::{ops_policy, repo_for, rotate_next};
 
 /// The session's generation.
 const GENERATION: u32 = 10_000;
 
-pub(crate) async fn reuse_proof(
-    args: &Args,
-    config: &Config,
-    admin: &Client,
-) -> Result<(), BoxError> {
+pub(crate) async fn run(args: &Args, config: &Config, admin: &Client) -> Result<(), BoxError> {
     println!(
         "## 10. The reuse proof: forged tokens against a session at generation {GENERATION}, one \
          caller\n"
