@@ -651,7 +651,7 @@ impl SessionRepo {
             .await;
         batch.expired = match expired {
             Ok(deleted) => count(deleted),
-            Err(err) => return BatchOutcome::failed(batch, err.into()),
+            Err(err) => return BatchOutcome::failed(client, batch, err.into()).await,
         };
         let mut room = limit - batch.expired as i64;
         if room > 0 {
@@ -661,7 +661,7 @@ impl SessionRepo {
                 .await;
             batch.tombstones = match tombstones {
                 Ok(deleted) => count(deleted),
-                Err(err) => return BatchOutcome::failed(batch, err.into()),
+                Err(err) => return BatchOutcome::failed(client, batch, err.into()).await,
             };
             room -= batch.tombstones as i64;
         }
@@ -677,7 +677,7 @@ impl SessionRepo {
                 .await;
             let window = match window {
                 Ok(window) => window,
-                Err(err) => return BatchOutcome::failed(batch, err.into()),
+                Err(err) => return BatchOutcome::failed(client, batch, err.into()).await,
             };
             batch.examined = count(window.examined);
             if let (true, Some(to_user_id), Some(to_id)) =
@@ -689,7 +689,7 @@ impl SessionRepo {
                     .await;
                 batch.idle = match deleted {
                     Ok(deleted) => count(deleted),
-                    Err(err) => return BatchOutcome::failed(batch, err.into()),
+                    Err(err) => return BatchOutcome::failed(client, batch, err.into()).await,
                 };
             }
             let next = window.next_user_id.zip(window.next_id);
@@ -1118,13 +1118,15 @@ struct BatchOutcome {
 }
 
 impl BatchOutcome {
-    fn failed(batch: CleanupBatch, error: Error) -> Self {
+    /// The batch so far, stopped by `error` (explained as [`Error::ForcedGenericPlan`] when it
+    /// is one, as [`SessionRepo::with_client`] does for the other calls).
+    async fn failed(client: &Conn<'_>, batch: CleanupBatch, error: Error) -> Self {
         Self {
             batch: CleanupBatch {
                 caught_up: false,
                 ..batch
             },
-            failure: Some(error),
+            failure: Some(explain_failure(client.0, error).await),
         }
     }
 }
