@@ -25,19 +25,22 @@
 //! compile once (the generator and Cornucopia go to `target/build-step-tests/codegen`); the
 //! tests take turns running cargo. Builds run offline.
 //!
-//! The tests that regenerate need PostgreSQL at `AUTH_SESSIONS_CODEGEN_URL` (default
-//! `postgres://postgres@localhost:5432/postgres`); without it they fail with a message saying
-//! so rather than skipping.
+//! The tests that regenerate need a PostgreSQL server for the generator: the one named by
+//! `AUTH_SESSIONS_CODEGEN_URL` when it is set (unreachable, they fail saying so rather than
+//! skipping); else the generator's default, `postgres://postgres@localhost:5432/postgres`, when
+//! it lets them in; else the tests' throwaway server (tests/common/server.rs).
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+mod common;
 
 /// The variable that names the generator's server.
 const CODEGEN_URL_VAR: &str = "AUTH_SESSIONS_CODEGEN_URL";
@@ -414,25 +417,43 @@ fn changed_paths(
     changed
 }
 
-/// The generator's server for the tests that regenerate: `AUTH_SESSIONS_CODEGEN_URL` as the
-/// tests see it (`None`: unset, so the generator's own default is what is tested). Panics
-/// (never skips) when that server does not accept connections.
+/// The generator's server for the tests that regenerate: `AUTH_SESSIONS_CODEGEN_URL` when it is
+/// set (panics, never skips, when that server does not accept connections); else `None`, so
+/// the generator's own default is what is tested, when that default accepts connections; else
+/// the tests' throwaway server (tests/common/server.rs), as the README's `cargo test` promises
+/// on a machine where no server runs. `DATABASE_URL` plays no part.
 fn codegen_server() -> Option<String> {
-    let configured = std::env::var(CODEGEN_URL_VAR)
+    if let Some(url) = std::env::var(CODEGEN_URL_VAR)
         .ok()
-        .filter(|url| !url.is_empty());
-    let url = configured
-        .clone()
-        .unwrap_or_else(|| DEFAULT_CODEGEN_URL.to_owned());
-    if let Err(err) = runtime().block_on(connect(&url)) {
-        panic!(
-            "this test needs PostgreSQL to regenerate generated/, but the server named by \
-             {CODEGEN_URL_VAR} (default {DEFAULT_CODEGEN_URL}) is not reachable ({err}). Start \
-             PostgreSQL (e.g. on localhost:5432, user postgres) or set {CODEGEN_URL_VAR} to a \
-             server where that user may create databases."
-        );
+        .filter(|url| !url.is_empty())
+    {
+        if let Err(err) = runtime().block_on(connect(&url)) {
+            panic!(
+                "this test needs PostgreSQL to regenerate generated/, but the server named by \
+                 {CODEGEN_URL_VAR} is not reachable ({err}). Start it, set {CODEGEN_URL_VAR} to \
+                 a server where that user may create databases, or unset it to use \
+                 {DEFAULT_CODEGEN_URL} or else a throwaway server."
+            );
+        }
+        return Some(url);
     }
-    configured
+    static THROWAWAY: OnceLock<Option<String>> = OnceLock::new();
+    THROWAWAY
+        .get_or_init(|| match runtime().block_on(connect(DEFAULT_CODEGEN_URL)) {
+            Ok(_) => None,
+            Err(err) => {
+                let server = common::server::SharedServer::ensure();
+                // Straight to the stream: the test harness captures `eprintln!` of passing tests.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "no usable PostgreSQL at {DEFAULT_CODEGEN_URL} ({err}) and {CODEGEN_URL_VAR} \
+                     is unset: the generator uses the throwaway server at 127.0.0.1:{}",
+                    server.port
+                );
+                Some(server.url)
+            }
+        })
+        .clone()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -1,8 +1,9 @@
 //! TLS to PostgreSQL: `sslmode` and `sslrootcert` against real servers.
 //!
-//! - The machine's server (`DATABASE_URL`) must run with `ssl = on`, as Debian's package sets
-//!   it up (with its self-signed "snakeoil" certificate): the tests read the certificate the
-//!   server uses and trust exactly that one.
+//! - A private server of the test's own with `ssl = on` and a self-signed certificate for
+//!   `localhost`, as Debian's package sets up its server (with its "snakeoil" certificate):
+//!   the tests read the certificate the server uses and trust exactly that one. Neither
+//!   `DATABASE_URL` nor a server on port 5432 is needed.
 //! - A private server of the test's own (`initdb` in a temporary directory, a free port)
 //!   accepts only TLS connections (`hostssl` in `pg_hba.conf`, no `host` line), with a
 //!   certificate for `localhost` from a certificate authority the test generates.
@@ -11,7 +12,7 @@ mod common;
 
 use common::server::PrivateServer;
 
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -132,72 +133,60 @@ fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The machine's server
+// A server with its own certificate
 // ---------------------------------------------------------------------------------------------
 
-/// How to reach the machine's server, and the certificate it presents.
-struct MachineServer {
-    /// The first TCP host of `DATABASE_URL`, resolved.
+/// A private server ([`PrivateServer`]) with `ssl = on` and a self-signed certificate for
+/// `localhost` (as Debian's "snakeoil" one is), taking both TLS and plaintext over TCP: the
+/// tests trust exactly the certificate the server presents.
+struct CertServer {
+    server: PrivateServer,
     ip: IpAddr,
     port: u16,
     user: String,
     password: Option<String>,
     dbname: String,
-    /// The server's `ssl_cert_file`.
+    /// A copy of the server's `ssl_cert_file`, in `_cert_dir`.
     cert: PathBuf,
     /// The DNS names that certificate is issued for.
     cert_names: Vec<String>,
+    _cert_dir: tempfile::TempDir,
 }
 
-impl MachineServer {
+impl CertServer {
     async fn get() -> Self {
-        let config = common::server_config();
-        let admin = common::admin().await;
-        let show = |name: &'static str| {
-            let admin = &admin;
-            async move {
-                admin
-                    .query_one(&format!("SHOW {name}"), &[])
-                    .await
-                    .unwrap_or_else(|err| panic!("SHOW {name}: {err}"))
-                    .get::<_, String>(0)
-            }
-        };
-        assert_eq!(
-            show("ssl").await,
-            "on",
-            "the server at DATABASE_URL must run with ssl = on (Debian's default; otherwise set \
-             ssl = on with ssl_cert_file and ssl_key_file in postgresql.conf and restart it)"
-        );
-        let mut cert = PathBuf::from(show("ssl_cert_file").await);
-        if cert.is_relative() {
-            cert = PathBuf::from(show("data_directory").await).join(cert);
-        }
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("make a self-signed certificate");
+        let (cert_pem, key_pem) = (certified.cert.pem(), certified.signing_key.serialize_pem());
+        let cert_dir = tempfile::tempdir().expect("create a temporary directory");
+        let cert = write_file(cert_dir.path(), "server.crt", &cert_pem);
+        let server = tokio::task::spawn_blocking(move || {
+            PrivateServer::start_with(
+                |data| {
+                    write_file(data, "server.crt", &cert_pem);
+                    let key_file = write_file(data, "server.key", &key_pem);
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+                        .expect("chmod 0600 server.key");
+                },
+                "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
+            )
+        })
+        .await
+        .expect("start the private server");
+        let ssl: String = server
+            .client()
+            .await
+            .query_one("SHOW ssl", &[])
+            .await
+            .expect("SHOW ssl")
+            .get(0);
+        assert_eq!(ssl, "on", "the private server runs without TLS");
         let cert_names = dns_names(&cert);
-        assert!(
-            !cert_names.is_empty(),
-            "the server's certificate {} names no DNS host",
-            cert.display()
-        );
-        let host = config
-            .get_hosts()
-            .iter()
-            .find_map(|host| match host {
-                tokio_postgres::config::Host::Tcp(host) => Some(host.clone()),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            })
-            .expect("DATABASE_URL names a TCP host");
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        let ip = (host.as_str(), port)
-            .to_socket_addrs()
-            .expect("resolve the DATABASE_URL host")
-            .map(|addr| addr.ip())
-            .find(IpAddr::is_ipv4)
-            .expect("an IPv4 address for the DATABASE_URL host");
+        let config = server.config();
         Self {
-            ip,
-            port,
+            ip: IpAddr::from([127, 0, 0, 1]),
+            port: server.port,
             user: config.get_user().unwrap_or("postgres").to_owned(),
             password: config
                 .get_password()
@@ -205,6 +194,8 @@ impl MachineServer {
             dbname: config.get_dbname().unwrap_or("postgres").to_owned(),
             cert,
             cert_names,
+            _cert_dir: cert_dir,
+            server,
         }
     }
 
@@ -223,9 +214,14 @@ impl MachineServer {
         config
     }
 
-    /// `DATABASE_URL` with extra URL parameters.
+    /// The server's URL.
+    fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// The server's URL with extra URL parameters.
     fn url_with(&self, params: &str) -> String {
-        let url = common::database_url();
+        let url = self.url();
         let separator = if url.contains('?') { '&' } else { '?' };
         format!("{url}{separator}{params}")
     }
@@ -233,7 +229,7 @@ impl MachineServer {
 
 #[tokio::test]
 async fn verify_full_with_the_servers_own_certificate_is_tls() {
-    let server = MachineServer::get().await;
+    let server = CertServer::get().await;
     let name = &server.cert_names[0];
     println!(
         "server certificate {} for {:?}",
@@ -286,7 +282,7 @@ async fn verify_full_with_the_servers_own_certificate_is_tls() {
 
 #[tokio::test]
 async fn verify_full_or_verify_ca_with_a_wrong_root_fails_with_a_typed_error() {
-    let server = MachineServer::get().await;
+    let server = CertServer::get().await;
     let dir = tempfile::tempdir().unwrap();
     let stranger = write_file(dir.path(), "other-ca.pem", &TestCa::new("a stranger").pem());
     let name = &server.cert_names[0];
@@ -307,7 +303,7 @@ async fn verify_full_or_verify_ca_with_a_wrong_root_fails_with_a_typed_error() {
 
 #[tokio::test]
 async fn require_encrypts_without_a_root_and_disable_does_not() {
-    let server = MachineServer::get().await;
+    let server = CertServer::get().await;
     let cases = [
         ("sslmode=require", true),
         ("sslmode=prefer", true),
@@ -318,8 +314,8 @@ async fn require_encrypts_without_a_root_and_disable_does_not() {
         assert_eq!(ssl_in_use(&pool).await.unwrap(), encrypted, "{params}");
     }
     // No sslmode, a loopback host: plaintext (see TlsSettings).
-    if server.ip.is_loopback() && !common::database_url().contains("sslmode") {
-        let pool = build_pool(&common::database_url(), &settings()).unwrap();
+    if server.ip.is_loopback() && !server.url().contains("sslmode") {
+        let pool = build_pool(&server.url(), &settings()).unwrap();
         assert!(!ssl_in_use(&pool).await.unwrap(), "the loopback default");
     }
 }
