@@ -42,8 +42,12 @@ mod tokens;
 
 #[path = "common/citus.rs"]
 mod cluster;
+#[path = "common/outcomes.rs"]
+mod outcomes;
 
-use cluster::{Cluster, DAY, SHARDS, key, new_session, rotated, with_user_id};
+use cluster::{Cluster, DAY, SHARDS, key, new_session};
+use outcomes::{all_rows, assert_unknown_and_inert, rotated};
+use tokens::with_other_user;
 
 /// The statements of queries/sessions.sql that must reach exactly one shard.
 const ROUTED: &[&str] = &[
@@ -571,10 +575,10 @@ async fn citus_a_token_with_a_tampered_user_id_is_unknown_and_changes_nothing() 
     repo.create(&new_session(other, "other")).await.unwrap();
     // The attacker's own session, whose token is re-encoded to claim the victim's id...
     let (_, attacker_token) = repo.create(&new_session(other, "attacker")).await.unwrap();
-    let claims_victim = with_user_id(&attacker_token, victim);
+    let claims_victim = with_other_user(&attacker_token, victim);
     // ...and the victim's token re-encoded to another user, existing or not.
-    let moved_to_other = with_user_id(&victim_token, other);
-    let moved_to_nobody = with_user_id(&victim_token, Uuid::new_v4());
+    let moved_to_other = with_other_user(&victim_token, other);
+    let moved_to_nobody = with_other_user(&victim_token, Uuid::new_v4());
     for (presented, what) in [
         (
             &claims_victim,
@@ -586,23 +590,7 @@ async fn citus_a_token_with_a_tampered_user_id_is_unknown_and_changes_nothing() 
         ),
         (&moved_to_nobody, "victim token moved to an unknown user"),
     ] {
-        let before = cluster.all_rows().await;
-        assert_eq!(
-            repo.find_by_token(presented).await.unwrap(),
-            None,
-            "find_by_token: {what}"
-        );
-        assert_eq!(
-            repo.validate(presented).await.unwrap(),
-            Validation::Unknown,
-            "validate: {what}"
-        );
-        assert_eq!(
-            repo.rotate(presented).await.unwrap(),
-            Rotation::Unknown,
-            "rotate: {what}"
-        );
-        assert_eq!(cluster.all_rows().await, before, "rows changed: {what}");
+        assert_unknown_and_inert(&cluster.client().await, &repo, presented, what).await;
     }
     // The genuine token still works.
     assert_eq!(
@@ -710,13 +698,13 @@ async fn citus_rotation_grace_replay_and_stale_ancestors() {
     // A forged later token of a live session is unknown and changes nothing.
     let (_, f0) = graceful.create(&new_session(user, "tablet")).await.unwrap();
     let forged = tokens::forged(user, f0.session_id(), 5);
-    let before = cluster.all_rows().await;
+    let before = all_rows(&cluster.client().await).await;
     assert_eq!(graceful.rotate(&forged).await.unwrap(), Rotation::Unknown);
     assert_eq!(
         graceful.validate(&forged).await.unwrap(),
         Validation::Unknown
     );
-    assert_eq!(cluster.all_rows().await, before);
+    assert_eq!(all_rows(&cluster.client().await).await, before);
     assert!(
         graceful
             .find_by_token(f0.expose_secret())

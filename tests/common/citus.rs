@@ -3,7 +3,7 @@
 //! shard placements, rows counted on a worker, plans, notices) and the fixtures they share.
 //!
 //! Included by tests/citus.rs with `#[path]` (it does not use the per-test databases of
-//! `mod.rs`, which Citus cannot clone); it reaches the token encoder as `crate::tokens`.
+//! `mod.rs`, which Citus cannot clone).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -13,14 +13,12 @@ use std::time::Duration;
 
 use auth_sessions::deadpool_postgres::Pool;
 use auth_sessions::{
-    NewSession, PoolSettings, RefreshToken, Rotation, RotationKey, SessionKey, SessionPolicy,
-    SessionRepo, build_pool, build_pool_with_tls, distribute, migrate, parse_database_url,
+    NewSession, PoolSettings, RotationKey, SessionKey, SessionPolicy, SessionRepo, build_pool,
+    build_pool_with_tls, distribute, migrate, parse_database_url,
 };
 use tokio::sync::MutexGuard;
 use tokio_postgres::{AsyncMessage, Config, NoTls};
 use uuid::Uuid;
-
-use crate::tokens;
 
 pub const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// The shard count the tests distribute with.
@@ -290,22 +288,12 @@ impl Cluster {
         assert_eq!(updated, 1, "no session {key:?} to expire");
     }
 
-    /// Every row of `auth.user_sessions`, every column, as text: to prove a call changed
-    /// nothing.
-    pub async fn all_rows(&self) -> Vec<String> {
-        self.pool
-            .get()
-            .await
-            .unwrap()
-            .query(
-                "SELECT s::text FROM auth.user_sessions s ORDER BY user_id, id",
-                &[],
-            )
-            .await
-            .expect("read all rows")
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
+    /// A plain connection to the coordinator, outside the pool.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let config = Config::from_str(&self.url).unwrap();
+        let (client, connection) = config.connect(NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client
     }
 
     pub async fn scalar(&self, sql: &str) -> i64 {
@@ -361,23 +349,6 @@ pub fn new_session(user_id: Uuid, device: &str) -> NewSession {
         .with_device_info(device)
         .with_ip_address(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)))
         .with_user_agent(format!("agent of {device}"))
-}
-
-/// `token` with its user id replaced by `user` and the check recomputed: well formed, and
-/// otherwise identical (so its tag no longer verifies).
-pub fn with_user_id(token: &RefreshToken, user: Uuid) -> String {
-    let altered = tokens::with_user_id(token.expose_secret(), user);
-    let parsed = RefreshToken::parse(&altered).expect("an altered token is well formed");
-    assert_eq!(parsed.user_id(), user);
-    assert_eq!(parsed.session_id(), token.session_id());
-    altered
-}
-
-pub async fn rotated(repo: &SessionRepo, token: &RefreshToken) -> RefreshToken {
-    match repo.rotate(token.expose_secret()).await.unwrap() {
-        Rotation::Rotated { token, .. } => token,
-        other => panic!("expected Rotated, got {other:?}"),
-    }
 }
 
 /// A fixed rotation key, shared by every repository of a test.
