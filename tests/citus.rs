@@ -23,27 +23,32 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use auth_sessions::deadpool_postgres::Pool;
 use auth_sessions::{
-    CapPolicy, Error, NewSession, PoolSettings, RefreshToken, RevokeReason, Rotation, RotationKey,
-    Session, SessionKey, SessionPolicy, SessionRepo, Validation, build_pool, build_pool_with_tls,
-    distribute, migrate, parse_database_url,
+    CapPolicy, Error, PoolSettings, RefreshToken, RevokeReason, Rotation, Session, SessionKey,
+    SessionPolicy, SessionRepo, Validation, build_pool, distribute, migrate,
 };
 use db::queries::sessions as q;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Barrier, MutexGuard};
-use tokio_postgres::{AsyncMessage, Config, NoTls};
+use tokio::sync::Barrier;
+use tokio_postgres::{Config, NoTls};
 use uuid::Uuid;
 
 #[path = "common/tokens.rs"]
 mod tokens;
 
-const DAY: Duration = Duration::from_secs(24 * 60 * 60);
-/// The shard count the tests distribute with.
-const SHARDS: u32 = 8;
+#[path = "common/citus.rs"]
+mod cluster;
+#[path = "common/outcomes.rs"]
+mod outcomes;
+
+use cluster::{Cluster, DAY, SHARDS, key, new_session};
+use outcomes::{all_rows, assert_unknown_and_inert, rotated};
+use tokens::with_other_user;
+
 /// The statements of queries/sessions.sql that must reach exactly one shard.
 const ROUTED: &[&str] = &[
     "create_session",
@@ -75,370 +80,6 @@ const ONCE: &[&str] = &[
 ];
 /// The functions `distribute` pushes down to the worker of their first argument.
 const DELEGATED: &[&str] = &["create_session", "rotate_session"];
-
-/// Serializes the tests of this file: they share one database and empty it.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn citus_url() -> String {
-    match std::env::var("CITUS_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => panic!(
-            "CITUS_URL is not set. These tests need a Citus coordinator: create a scratch \
-             database with the citus extension on the coordinator and every worker and the \
-             workers added, then run \
-             `CITUS_URL=postgres://USER@HOST:PORT/DB cargo test --test citus -- --ignored \
-             --test-threads=1`. The tests empty that database's auth tables."
-        ),
-    }
-}
-
-/// A migrated, distributed, emptied database on the cluster, held by one test at a time.
-struct Cluster {
-    url: String,
-    pool: Pool,
-    _serial: MutexGuard<'static, ()>,
-}
-
-impl Cluster {
-    async fn new() -> Self {
-        let url = citus_url();
-        let serial = SERIAL.lock().await;
-        // A test that failed while it forced a plan cache mode on the database left it set.
-        Self::set_plan_cache_mode_on(&url, None).await;
-        let pool = build_pool(&url, &PoolSettings::default()).expect("CITUS_URL must parse");
-        let client = match pool.get().await {
-            Ok(client) => client,
-            Err(err) => panic!("cannot reach the Citus coordinator at CITUS_URL={url}: {err:?}"),
-        };
-        let version: Option<String> = client
-            .query_opt(
-                "SELECT extversion FROM pg_extension WHERE extname = 'citus'",
-                &[],
-            )
-            .await
-            .expect("read extensions")
-            .map(|row| row.get(0));
-        assert!(
-            version.is_some(),
-            "CITUS_URL={url} has no citus extension: CREATE EXTENSION citus there and on \
-             every worker, and add the workers"
-        );
-        let workers: i64 = client
-            .query_one("SELECT count(*) FROM citus_get_active_worker_nodes()", &[])
-            .await
-            .expect("list workers")
-            .get(0);
-        assert!(
-            workers >= 1,
-            "the coordinator at {url} has no active worker"
-        );
-        drop(client);
-        if let Err(err) = migrate(&pool).await {
-            panic!(
-                "migrate on Citus failed: {err:?}. (A database migrated by another version of \
-                 schema/ gives MigrationChanged: recreate the scratch database.)"
-            );
-        }
-        distribute(&pool, Some(SHARDS))
-            .await
-            .expect("distribute on Citus");
-        pool.get()
-            .await
-            .unwrap()
-            .batch_execute("TRUNCATE auth.user_sessions, auth.users")
-            .await
-            .expect("empty the auth tables");
-        Self {
-            url,
-            pool,
-            _serial: serial,
-        }
-    }
-
-    /// Sets (or, with `None`, resets) the database's default `plan_cache_mode` on the
-    /// coordinator; Citus passes `ALTER DATABASE ... SET` on to the workers. Connections opened
-    /// afterwards start with it.
-    async fn set_plan_cache_mode_on(url: &str, mode: Option<&str>) {
-        let config = Config::from_str(url).unwrap();
-        let database = config.get_dbname().expect("CITUS_URL names a database");
-        let quoted = format!("\"{}\"", database.replace('"', "\"\""));
-        let sql = match mode {
-            Some(mode) => format!("ALTER DATABASE {quoted} SET plan_cache_mode = {mode}"),
-            None => format!("ALTER DATABASE {quoted} RESET plan_cache_mode"),
-        };
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .unwrap_or_else(|err| panic!("cannot reach the Citus coordinator at {url}: {err}"));
-        tokio::spawn(connection);
-        client
-            .batch_execute(&sql)
-            .await
-            .expect("set plan_cache_mode");
-    }
-
-    async fn set_database_plan_cache_mode(&self, mode: Option<&str>) {
-        Self::set_plan_cache_mode_on(&self.url, mode).await;
-    }
-
-    /// A pool on one worker: CITUS_WORKER_URL when set, otherwise the first active worker of
-    /// `pg_dist_node`, with CITUS_URL's user, password, database, options and TLS settings.
-    async fn worker_pool(&self) -> Pool {
-        if let Ok(url) = std::env::var("CITUS_WORKER_URL")
-            && !url.trim().is_empty()
-        {
-            return build_pool(&url, &PoolSettings::default())
-                .expect("CITUS_WORKER_URL must parse");
-        }
-        let row = self
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .query_one(
-                "SELECT nodename, nodeport FROM pg_dist_node
-                 WHERE isactive AND noderole = 'primary' AND shouldhaveshards
-                   AND groupid <> 0
-                 ORDER BY nodeid LIMIT 1",
-                &[],
-            )
-            .await
-            .expect("the coordinator lists no active worker in pg_dist_node");
-        let (host, port): (String, i32) = (row.get(0), row.get(1));
-        let (base, tls) = parse_database_url(&self.url).unwrap();
-        // Config::host and ::port append to the URL's lists: start from an empty config.
-        let mut config = Config::new();
-        config.host(&host).port(u16::try_from(port).unwrap());
-        if let Some(user) = base.get_user() {
-            config.user(user);
-        }
-        if let Some(password) = base.get_password() {
-            config.password(password);
-        }
-        if let Some(dbname) = base.get_dbname() {
-            config.dbname(dbname);
-        }
-        if let Some(options) = base.get_options() {
-            config.options(options);
-        }
-        eprintln!("CITUS_WORKER_URL unset: using the worker {host}:{port} from pg_dist_node");
-        build_pool_with_tls(config, &tls, &PoolSettings::default()).unwrap()
-    }
-
-    fn repo(&self) -> SessionRepo {
-        SessionRepo::new(self.pool.clone())
-    }
-
-    fn repo_with(&self, policy: SessionPolicy) -> SessionRepo {
-        SessionRepo::with_policy(self.pool.clone(), policy).unwrap()
-    }
-
-    /// A plain connection to the coordinator, outside the pool, whose notices (such as
-    /// `citus.log_remote_commands` output, with their DETAIL line) are collected.
-    async fn client_with_notices(&self) -> (tokio_postgres::Client, Arc<Mutex<Vec<String>>>) {
-        let config = Config::from_str(&self.url).unwrap();
-        let (client, mut connection) = config.connect(NoTls).await.expect("connect");
-        let notices = Arc::new(Mutex::new(Vec::new()));
-        let sink = notices.clone();
-        tokio::spawn(async move {
-            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(message) = futures::StreamExt::next(&mut messages).await {
-                match message {
-                    Ok(AsyncMessage::Notice(notice)) => sink.lock().unwrap().push(format!(
-                        "{} | {}",
-                        notice.message(),
-                        notice.detail().unwrap_or("")
-                    )),
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-        });
-        (client, notices)
-    }
-
-    /// Inserts a user and returns its id.
-    async fn user(&self) -> Uuid {
-        self.pool
-            .get()
-            .await
-            .unwrap()
-            .query_one(
-                "INSERT INTO auth.users (email) VALUES ($1) RETURNING id",
-                &[&format!("{}@example.test", Uuid::new_v4())],
-            )
-            .await
-            .expect("insert user")
-            .get(0)
-    }
-
-    /// At least `n` users, with at least one on each of two different workers (when the
-    /// cluster has two).
-    async fn users_on_every_worker(&self, n: usize) -> Vec<Uuid> {
-        let workers: i64 = self
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .query_one("SELECT count(*) FROM citus_get_active_worker_nodes()", &[])
-            .await
-            .unwrap()
-            .get(0);
-        let wanted = usize::try_from(workers.min(2)).unwrap();
-        let mut users = Vec::new();
-        let mut nodes = BTreeSet::new();
-        while users.len() < n || nodes.len() < wanted {
-            let user = self.user().await;
-            nodes.insert(self.node_of(user).await);
-            users.push(user);
-            assert!(users.len() < 200, "users never reached {wanted} workers");
-        }
-        users
-    }
-
-    /// The node (host:port) holding `user_id`'s shard of `auth.user_sessions`, and the shard.
-    async fn placement(&self, user_id: Uuid) -> (String, i32, i64) {
-        let row = self
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .query_one(
-                "SELECT p.nodename, p.nodeport, p.shardid
-                 FROM pg_dist_shard_placement p
-                 WHERE p.shardid = get_shard_id_for_distribution_column(
-                     'auth.user_sessions', $1::uuid)",
-                &[&user_id],
-            )
-            .await
-            .expect("find the user's shard");
-        (row.get(0), row.get(1), row.get(2))
-    }
-
-    async fn node_of(&self, user_id: Uuid) -> String {
-        let (host, port, _) = self.placement(user_id).await;
-        format!("{host}:{port}")
-    }
-
-    /// Rows of `user_id` in its shard, counted on the worker that holds it (not through the
-    /// coordinator).
-    async fn rows_in_shard(&self, user_id: Uuid) -> i64 {
-        let (host, port, shard) = self.placement(user_id).await;
-        // Config::host and ::port append to the URL's lists: start from an empty config.
-        let base = Config::from_str(&self.url).unwrap();
-        let mut config = Config::new();
-        config.host(&host).port(u16::try_from(port).unwrap());
-        if let Some(user) = base.get_user() {
-            config.user(user);
-        }
-        if let Some(password) = base.get_password() {
-            config.password(password);
-        }
-        if let Some(dbname) = base.get_dbname() {
-            config.dbname(dbname);
-        }
-        let (client, connection) = config.connect(NoTls).await.expect("connect to worker");
-        tokio::spawn(connection);
-        client
-            .query_one(
-                &format!("SELECT count(*) FROM auth.user_sessions_{shard} WHERE user_id = $1"),
-                &[&user_id],
-            )
-            .await
-            .expect("count rows in the shard on its worker")
-            .get(0)
-    }
-
-    /// Moves a session's expiry one hour into the past (database clock).
-    async fn expire(&self, key: SessionKey) {
-        let updated = self
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .execute(
-                "UPDATE auth.user_sessions SET created_at = now() - interval '2 hours', \
-                 expires_at = now() - interval '1 hour' WHERE user_id = $1 AND id = $2",
-                &[&key.user_id, &key.session_id],
-            )
-            .await
-            .expect("expire session");
-        assert_eq!(updated, 1, "no session {key:?} to expire");
-    }
-
-    /// Every row of `auth.user_sessions`, every column, as text: to prove a call changed
-    /// nothing.
-    async fn all_rows(&self) -> Vec<String> {
-        self.pool
-            .get()
-            .await
-            .unwrap()
-            .query(
-                "SELECT s::text FROM auth.user_sessions s ORDER BY user_id, id",
-                &[],
-            )
-            .await
-            .expect("read all rows")
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
-    }
-
-    async fn scalar(&self, sql: &str) -> i64 {
-        self.pool
-            .get()
-            .await
-            .unwrap()
-            .query_one(sql, &[])
-            .await
-            .unwrap_or_else(|err| panic!("{sql}: {err}"))
-            .get(0)
-    }
-
-    async fn explain(&self, sql: &str) -> String {
-        let rows = self
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .query(&format!("EXPLAIN (COSTS OFF) {sql}"), &[])
-            .await
-            .unwrap_or_else(|err| panic!("EXPLAIN failed: {err:?}\n{sql}"));
-        rows.iter()
-            .map(|row| row.get::<_, String>(0))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-fn new_session(user_id: Uuid, device: &str) -> NewSession {
-    NewSession::new(user_id, DAY)
-        .with_device_info(device)
-        .with_ip_address(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)))
-        .with_user_agent(format!("agent of {device}"))
-}
-
-/// `token` with its user id replaced by `user` and the check recomputed: well formed, and
-/// otherwise identical (so its tag no longer verifies).
-fn with_user_id(token: &RefreshToken, user: Uuid) -> String {
-    let altered = tokens::with_user_id(token.expose_secret(), user);
-    let parsed = RefreshToken::parse(&altered).expect("an altered token is well formed");
-    assert_eq!(parsed.user_id(), user);
-    assert_eq!(parsed.session_id(), token.session_id());
-    altered
-}
-
-async fn rotated(repo: &SessionRepo, token: &RefreshToken) -> RefreshToken {
-    match repo.rotate(token.expose_secret()).await.unwrap() {
-        Rotation::Rotated { token, .. } => token,
-        other => panic!("expected Rotated, got {other:?}"),
-    }
-}
-
-/// A fixed rotation key, shared by every repository of a test.
-fn key() -> RotationKey {
-    RotationKey::from_bytes(&[42; 32]).unwrap()
-}
 
 // ---------------------------------------------------------------------------------------------
 // Distribution
@@ -934,10 +575,10 @@ async fn citus_a_token_with_a_tampered_user_id_is_unknown_and_changes_nothing() 
     repo.create(&new_session(other, "other")).await.unwrap();
     // The attacker's own session, whose token is re-encoded to claim the victim's id...
     let (_, attacker_token) = repo.create(&new_session(other, "attacker")).await.unwrap();
-    let claims_victim = with_user_id(&attacker_token, victim);
+    let claims_victim = with_other_user(&attacker_token, victim);
     // ...and the victim's token re-encoded to another user, existing or not.
-    let moved_to_other = with_user_id(&victim_token, other);
-    let moved_to_nobody = with_user_id(&victim_token, Uuid::new_v4());
+    let moved_to_other = with_other_user(&victim_token, other);
+    let moved_to_nobody = with_other_user(&victim_token, Uuid::new_v4());
     for (presented, what) in [
         (
             &claims_victim,
@@ -949,23 +590,7 @@ async fn citus_a_token_with_a_tampered_user_id_is_unknown_and_changes_nothing() 
         ),
         (&moved_to_nobody, "victim token moved to an unknown user"),
     ] {
-        let before = cluster.all_rows().await;
-        assert_eq!(
-            repo.find_by_token(presented).await.unwrap(),
-            None,
-            "find_by_token: {what}"
-        );
-        assert_eq!(
-            repo.validate(presented).await.unwrap(),
-            Validation::Unknown,
-            "validate: {what}"
-        );
-        assert_eq!(
-            repo.rotate(presented).await.unwrap(),
-            Rotation::Unknown,
-            "rotate: {what}"
-        );
-        assert_eq!(cluster.all_rows().await, before, "rows changed: {what}");
+        assert_unknown_and_inert(&cluster.client().await, &repo, presented, what).await;
     }
     // The genuine token still works.
     assert_eq!(
@@ -1073,13 +698,13 @@ async fn citus_rotation_grace_replay_and_stale_ancestors() {
     // A forged later token of a live session is unknown and changes nothing.
     let (_, f0) = graceful.create(&new_session(user, "tablet")).await.unwrap();
     let forged = tokens::forged(user, f0.session_id(), 5);
-    let before = cluster.all_rows().await;
+    let before = all_rows(&cluster.client().await).await;
     assert_eq!(graceful.rotate(&forged).await.unwrap(), Rotation::Unknown);
     assert_eq!(
         graceful.validate(&forged).await.unwrap(),
         Validation::Unknown
     );
-    assert_eq!(cluster.all_rows().await, before);
+    assert_eq!(all_rows(&cluster.client().await).await, before);
     assert!(
         graceful
             .find_by_token(f0.expose_secret())

@@ -19,6 +19,7 @@ use auth_sessions::{
     SessionPolicy, SessionRepo, build_pool_with_config, deadpool_postgres::Pool,
 };
 use common::TestDb;
+use common::locks::lock_waiters;
 use relay::FaultRelay;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -411,19 +412,6 @@ async fn deadline_a_call_stuck_on_a_row_lock_is_canceled_pipelined() {
         PipelineSettings::new(1).pipeline_writes(true),
     ))
     .await;
-}
-
-/// Backends of this database waiting on a lock.
-async fn lock_waiters(observer: &tokio_postgres::Client) -> i64 {
-    observer
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND pid <> pg_backend_pid() AND state = 'active' AND wait_event_type = 'Lock'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 async fn a_call_stuck_on_a_row_lock_is_canceled(hot_path: HotPath) {

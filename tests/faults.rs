@@ -21,6 +21,7 @@ use auth_sessions::{
     RotationKey, SessionPolicy, SessionRepo, Validation, build_pool_with_config, migrate,
 };
 use common::TestDb;
+use common::locks::{lock_waiter, lock_waiters, settle, until_one_waits};
 use common::server::PrivateServer;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -584,53 +585,6 @@ async fn statement_timeout_is_a_typed_error_and_the_connection_survives(hot_path
 // d. Futures dropped mid-statement
 // ---------------------------------------------------------------------------------------------
 
-/// Waits (at most 5 s) until no other backend of this database is running a statement, then
-/// returns how many are `idle in transaction`.
-async fn settle(observer: &Client) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let active: i64 = observer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-                 AND pid <> pg_backend_pid() AND state = 'active'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if active == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{active} statement(s) still running after 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    observer
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// How many backends of this database (other than the observer) wait on a lock.
-async fn lock_waiters(observer: &Client) -> i64 {
-    observer
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND pid <> pg_backend_pid() AND state = 'active' AND wait_event_type = 'Lock'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// Runs `call` for about 100 ms (a `tokio::time::timeout`), longer if needed until its
 /// statement is seen waiting on a lock on the server (at most 5 s), then drops it unfinished.
 async fn drop_while_waiting<F, T>(observer: &Client, call: F, what: &str)
@@ -868,32 +822,6 @@ async fn an_abandoned_call_does_not_stall_the_next_caller_on_its_connection(hot_
 // ---------------------------------------------------------------------------------------------
 // e. The pipelined hot path: a killed shared connection, and cleanup beside lookups
 // ---------------------------------------------------------------------------------------------
-
-/// The backend of this database that waits on a lock (exactly one).
-async fn lock_waiter(observer: &Client) -> i32 {
-    let pids: Vec<i32> = observer
-        .query(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-             AND pid <> pg_backend_pid() AND state = 'active' AND wait_event_type = 'Lock'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(pids.len(), 1, "lock waiters: {pids:?}");
-    pids[0]
-}
-
-/// Waits (at most 5 s) until one backend waits on a lock.
-async fn until_one_waits(observer: &Client, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while lock_waiters(observer).await != 1 {
-        assert!(Instant::now() < deadline, "{what} never waited on the lock");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_shared_connection_fails_only_its_in_flight_calls() {

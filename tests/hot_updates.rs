@@ -9,10 +9,11 @@ mod common;
 use std::time::Duration;
 
 use auth_sessions::{
-    CapPolicy, NewSession, PoolSettings, RefreshToken, Rotation, RotationKey, SessionKey,
-    SessionPolicy, SessionRepo,
+    CapPolicy, NewSession, PoolSettings, RefreshToken, RotationKey, SessionKey, SessionPolicy,
+    SessionRepo,
 };
 use common::TestDb;
+use common::outcomes::rotated;
 use uuid::Uuid;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -48,13 +49,6 @@ async fn updates(db: &TestDb, at_least: i64) -> (i64, i64) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     updates
-}
-
-async fn rotated(repo: &SessionRepo, token: &RefreshToken) -> RefreshToken {
-    match repo.rotate(token.expose_secret()).await.unwrap() {
-        Rotation::Rotated { token, .. } => token,
-        other => panic!("expected Rotated, got {other:?}"),
-    }
 }
 
 async fn touched(repo: &SessionRepo, session: SessionKey) {

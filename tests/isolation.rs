@@ -19,6 +19,7 @@ use auth_sessions::{
     Error, MIGRATIONS, NewSession, PoolSettings, RefreshToken, Rotation, RotationKey,
     SessionPolicy, SessionRepo, migrate,
 };
+use common::locks::lock_waiters;
 use common::{EmptyDb, TestDb};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
@@ -35,19 +36,6 @@ fn key() -> RotationKey {
 async fn show(client: &Client, name: &str) -> String {
     client
         .query_one(&format!("SHOW {name}"), &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// How many backends of this database other than the observer wait on a lock.
-async fn lock_waiters(observer: &Client) -> i64 {
-    observer
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND pid <> pg_backend_pid() AND state = 'active' AND wait_event_type = 'Lock'",
-            &[],
-        )
         .await
         .unwrap()
         .get(0)

@@ -13,6 +13,7 @@ use auth_sessions::{
     SessionKey, SessionPolicy, SessionRepo, Validation,
 };
 use common::TestDb;
+use common::outcomes::rotated;
 use uuid::Uuid;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -23,13 +24,6 @@ fn key() -> RotationKey {
 
 fn repo(db: &TestDb, policy: SessionPolicy) -> SessionRepo {
     SessionRepo::with_policy(db.pool.clone(), policy.rotation_key(key())).unwrap()
-}
-
-async fn rotated(repo: &SessionRepo, token: &RefreshToken) -> RefreshToken {
-    match repo.rotate(token.expose_secret()).await.unwrap() {
-        Rotation::Rotated { token, .. } => token,
-        other => panic!("expected Rotated, got {other:?}"),
-    }
 }
 
 /// Moves the session's last rotation `seconds` into the past (out of the grace window).

@@ -12,6 +12,7 @@ use auth_sessions::{
     Validation,
 };
 use common::TestDb;
+use common::outcomes::all_rows;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::string::string_regex;
@@ -475,21 +476,6 @@ fn every_text_input_is_refused_before_writing_or_read_back_exactly() {
     assert!(accepted > 50 && refused > 50, "both outcomes are exercised");
 }
 
-/// Every row of `auth.user_sessions`, every column, as text.
-async fn all_rows(db: &TestDb) -> Vec<String> {
-    db.client()
-        .await
-        .query(
-            "SELECT s::text FROM auth.user_sessions s ORDER BY user_id, id",
-            &[],
-        )
-        .await
-        .expect("read rows")
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
-}
-
 /// Well-formed tokens aimed at real rows: a real session's ids (and chain) with any generation
 /// and tag, a real user's id with any session id, and a real token's tag under another user's
 /// id. None carries a tag the key gave.
@@ -540,7 +526,7 @@ fn find_validate_and_rotate_of_any_presented_text_are_typed_and_change_nothing()
         (real.user, real.session, real.generation),
         (user, session.id, 3)
     );
-    let rows_before = rt.block_on(all_rows(&db));
+    let rows_before = rt.block_on(async { all_rows(&db.client().await).await });
 
     let mut runner = TestRunner::new(config(400));
     let well_formed = std::cell::Cell::new(0u32);
@@ -589,7 +575,7 @@ fn find_validate_and_rotate_of_any_presented_text_are_typed_and_change_nothing()
     println!("{} well-formed tokens looked up", well_formed.get());
     assert!(well_formed.get() > 50, "well-formed tokens are exercised");
     assert_eq!(
-        rt.block_on(all_rows(&db)),
+        rt.block_on(async { all_rows(&db.client().await).await }),
         rows_before,
         "lookups of unknown tokens changed a session"
     );

@@ -15,25 +15,15 @@ use auth_sessions::{
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::TestDb;
+use common::outcomes::{all_rows, assert_unknown_and_inert, rotated};
 use db::queries::sessions as q;
 use sha2::{Digest, Sha256};
-use tokens::Fields;
+use tokens::{Fields, with_other_user};
 use uuid::Uuid;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// The default tombstone retention, in seconds (7 days).
 const RETENTION_SECONDS: i64 = 7 * 24 * 60 * 60;
-
-/// `token` with its user id replaced by `user` and the check recomputed: well formed, and
-/// otherwise identical (session id, generation, chain, tag), so its tag no longer verifies.
-fn with_user_id(token: &RefreshToken, user: Uuid) -> String {
-    let altered = tokens::with_user_id(token.expose_secret(), user);
-    let parsed = RefreshToken::parse(&altered).expect("an altered token is well formed");
-    assert_eq!(parsed.user_id(), user);
-    assert_eq!(parsed.session_id(), token.session_id());
-    assert_eq!(parsed.generation(), token.generation());
-    altered
-}
 
 /// Key 1 of those the database keeps, once a call of `db.repo` stored it.
 async fn stored_key(db: &TestDb) -> Vec<u8> {
@@ -43,50 +33,6 @@ async fn stored_key(db: &TestDb) -> Vec<u8> {
         .await
         .expect("a stored key")
         .get(0)
-}
-
-/// Every row of `auth.user_sessions`, every column, as text: to prove a call changed nothing.
-async fn all_rows(db: &TestDb) -> Vec<String> {
-    db.client()
-        .await
-        .query(
-            "SELECT s::text FROM auth.user_sessions s ORDER BY user_id, id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
-}
-
-/// The repository finds nothing for `presented`, validation and rotation call it unknown, and
-/// no row changes.
-async fn assert_unknown_and_inert(db: &TestDb, repo: &SessionRepo, presented: &str, what: &str) {
-    let before = all_rows(db).await;
-    assert_eq!(
-        repo.find_by_token(presented).await.unwrap(),
-        None,
-        "find_by_token: {what}"
-    );
-    assert_eq!(
-        repo.validate(presented).await.unwrap(),
-        Validation::Unknown,
-        "validate: {what}"
-    );
-    assert_eq!(
-        repo.rotate(presented).await.unwrap(),
-        Rotation::Unknown,
-        "rotate: {what}"
-    );
-    assert_eq!(all_rows(db).await, before, "rows changed: {what}");
-}
-
-async fn rotated(repo: &SessionRepo, token: &RefreshToken) -> RefreshToken {
-    match repo.rotate(token.expose_secret()).await.unwrap() {
-        Rotation::Rotated { token, .. } => token,
-        other => panic!("expected Rotated, got {other:?}"),
-    }
 }
 
 /// Whether a session's row is revoked (a tombstone), read directly.
@@ -167,7 +113,7 @@ async fn unknown_tokens_are_none_and_malformed_tokens_are_rejected() {
         db.repo.mint_token(user).await.unwrap(),
     ] {
         assert_unknown_and_inert(
-            &db,
+            &db.client().await,
             &db.repo,
             stranger.expose_secret(),
             "a token never stored",
@@ -388,7 +334,7 @@ async fn record_activity_moves_last_active_and_updates_the_address() {
     // session id, and this session's id under another (real) user.
     let other_user = db.user().await;
     repo.create(&laptop(other_user)).await.unwrap();
-    let before = all_rows(&db).await;
+    let before = all_rows(&db.client().await).await;
     for key in [
         SessionKey::new(user, Uuid::new_v4()),
         SessionKey::new(other_user, session.id),
@@ -400,7 +346,7 @@ async fn record_activity_moves_last_active_and_updates_the_address() {
             "{key:?}"
         );
     }
-    assert_eq!(all_rows(&db).await, before);
+    assert_eq!(all_rows(&db.client().await).await, before);
 }
 
 #[tokio::test]
@@ -445,7 +391,7 @@ async fn revoke_needs_the_owner() {
     let (session, token) = db.repo.create(&laptop(owner)).await.unwrap();
 
     db.repo.create(&laptop(intruder)).await.unwrap();
-    let before = all_rows(&db).await;
+    let before = all_rows(&db.client().await).await;
     assert!(
         !db.repo
             .revoke(SessionKey::new(intruder, session.id))
@@ -460,7 +406,7 @@ async fn revoke_needs_the_owner() {
             .unwrap(),
         "unknown session id revokes nothing"
     );
-    assert_eq!(all_rows(&db).await, before);
+    assert_eq!(all_rows(&db.client().await).await, before);
     assert!(
         db.repo
             .find_by_token(token.expose_secret())
@@ -934,15 +880,20 @@ async fn a_forged_token_for_an_existing_session_is_unknown_and_revokes_nothing()
 
     // The session's ids and current generation with another tag; and later generations.
     for generation in [0, 1, 2, 1000] {
-        assert_unknown_and_inert(&db, &db.repo, &forge(generation), "forged").await;
+        assert_unknown_and_inert(&db.client().await, &db.repo, &forge(generation), "forged").await;
     }
     // After two rotations, an older generation is reuse only when its tag verifies; a forged
     // one is unknown and revokes nothing.
     let current = rotated(&db.repo, &rotated(&db.repo, &token).await).await;
     assert_eq!(current.generation(), 2);
     for generation in [0, 1, 2, 3] {
-        assert_unknown_and_inert(&db, &db.repo, &forge(generation), "forged, after rotations")
-            .await;
+        assert_unknown_and_inert(
+            &db.client().await,
+            &db.repo,
+            &forge(generation),
+            "forged, after rotations",
+        )
+        .await;
     }
     assert_eq!(
         db.repo
@@ -966,13 +917,19 @@ async fn a_token_whose_user_id_was_altered_finds_nothing_and_changes_nothing() {
 
     // To a user that does not exist, and to the real other user.
     for user in [Uuid::new_v4(), other] {
-        assert_unknown_and_inert(&db, &db.repo, &with_user_id(&token, user), "altered user").await;
+        assert_unknown_and_inert(
+            &db.client().await,
+            &db.repo,
+            &with_other_user(&token, user),
+            "altered user",
+        )
+        .await;
     }
     // The other user's token moved to the victim's id does not reach the victim's session.
     assert_unknown_and_inert(
-        &db,
+        &db.client().await,
         &db.repo,
-        &with_user_id(&others_token, victim),
+        &with_other_user(&others_token, victim),
         "altered to the victim",
     )
     .await;
@@ -997,9 +954,9 @@ async fn a_token_whose_user_id_was_altered_finds_nothing_and_changes_nothing() {
         .unwrap();
     assert_eq!(twin_session.key(), SessionKey::new(other, session.id));
     assert_unknown_and_inert(
-        &db,
+        &db.client().await,
         &db.repo,
-        &with_user_id(&token, other),
+        &with_other_user(&token, other),
         "same session id, generation 0",
     )
     .await;
@@ -1007,17 +964,17 @@ async fn a_token_whose_user_id_was_altered_finds_nothing_and_changes_nothing() {
     // verify, so nothing is revoked.
     let twin_current = rotated(&db.repo, &rotated(&db.repo, &twin).await).await;
     assert_unknown_and_inert(
-        &db,
+        &db.client().await,
         &db.repo,
-        &with_user_id(&token, other),
+        &with_other_user(&token, other),
         "same session id, stale generation",
     )
     .await;
     let next = rotated(&db.repo, &token).await;
     assert_unknown_and_inert(
-        &db,
+        &db.client().await,
         &db.repo,
-        &with_user_id(&next, other),
+        &with_other_user(&next, other),
         "same session id, rotated token",
     )
     .await;
@@ -1052,7 +1009,7 @@ async fn a_well_formed_token_at_the_last_generation_is_unknown_and_cannot_rotate
             RefreshToken::parse(&presented).unwrap().generation(),
             auth_sessions::MAX_GENERATION
         );
-        let before = all_rows(&db).await;
+        let before = all_rows(&db.client().await).await;
         assert_eq!(db.repo.find_by_token(&presented).await.unwrap(), None);
         let validated = db.repo.validate(&presented).await;
         assert!(
@@ -1065,7 +1022,7 @@ async fn a_well_formed_token_at_the_last_generation_is_unknown_and_cannot_rotate
             matches!(rotated, Ok(Rotation::Unknown)),
             "rotate: {rotated:?}"
         );
-        assert_eq!(all_rows(&db).await, before);
+        assert_eq!(all_rows(&db.client().await).await, before);
     }
     assert!(
         db.repo

@@ -16,6 +16,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod locks;
+pub mod outcomes;
 pub mod running;
 pub mod server;
 

@@ -97,3 +97,16 @@ pub fn with_user_id(text: &str, user: Uuid) -> String {
     }
     .encode()
 }
+
+/// `token` with its user id replaced by `user` and the check recomputed: well formed, and
+/// otherwise identical (session id, generation, chain, tag), so its tag no longer verifies.
+/// The library's parser confirms that only the user id moved.
+pub fn with_other_user(token: &auth_sessions::RefreshToken, user: Uuid) -> String {
+    let altered = with_user_id(token.expose_secret(), user);
+    let parsed =
+        auth_sessions::RefreshToken::parse(&altered).expect("an altered token is well formed");
+    assert_eq!(parsed.user_id(), user);
+    assert_eq!(parsed.session_id(), token.session_id());
+    assert_eq!(parsed.generation(), token.generation());
+    altered
+}
