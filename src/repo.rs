@@ -858,7 +858,10 @@ impl SessionRepo {
                     session: row.into(),
                     token: successor,
                 },
-                "grace" => match self.current_successor(&ring, &token, &row).await? {
+                "grace" => match self
+                    .current_successor(&ring, &token, successor, &row)
+                    .await?
+                {
                     Some(current) => Rotation::Rotated {
                         session: row.into(),
                         token: current,
@@ -915,20 +918,26 @@ impl SessionRepo {
 
     /// Inside the grace window: the successor of `parent` that the session now holds, signed by
     /// whichever key of the ring the instance that rotated first used (its active key, which
-    /// may not be this one's while a new key rolls out). One HMAC per key until one matches;
-    /// when none does, the keys are read again once (the parent's tag verified, so no forger
-    /// gets here).
+    /// may not be this one's while a new key rolls out): `derived`, the successor this call
+    /// already signed with its active key, or else one more HMAC per other key until one
+    /// matches; when none does, the keys are read again once (the parent's tag verified, so
+    /// no forger gets here).
     async fn current_successor(
         &self,
         ring: &KeyRing,
         parent: &RefreshToken,
+        derived: RefreshToken,
         row: &q::SessionOutcome,
     ) -> Result<Option<RefreshToken>, Error> {
         let Some(current) = row.current_hash.as_deref() else {
             return Ok(None);
         };
+        if derived.hash().as_str() == current {
+            return Ok(Some(derived));
+        }
         let matching = |ring: &KeyRing| {
             ring.keys()
+                .filter(|key| key.id() != derived.key_id())
                 .filter_map(|key| key.successor(parent).ok())
                 .find(|successor| successor.hash().as_str() == current)
         };
