@@ -3,21 +3,17 @@
 use auth_sessions::{RefreshToken, Session, SessionKey};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::header::{CONTENT_TYPE, USER_AGENT};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use crate::app::{ApiJson, AppState, Authed, ClientIp};
 use crate::error::ApiError;
+use crate::plumbing::cookies::{REFRESH_COOKIE, refresh_cookie, without_refresh_cookie};
+use crate::plumbing::{ApiJson, AppState, Authed, ClientIp, parse_session_id, user_agent};
 
-/// The refresh cookie's name.
-pub const REFRESH_COOKIE: &str = "refresh_token";
-/// The only path the browser sends the refresh cookie to (`/refresh` and `/refresh/page`).
-pub const REFRESH_PATH: &str = "/refresh";
 /// Longest refresh token accepted before parsing (a real one is 125 characters).
 const MAX_REFRESH_TOKEN_CHARS: usize = 256;
 
@@ -42,24 +38,6 @@ pub struct RefreshRequest {
     refresh_token: Option<String>,
 }
 
-/// The refresh cookie: HttpOnly, Secure, SameSite=Strict, sent only to the refresh path.
-pub fn refresh_cookie(token: &RefreshToken, state: &AppState) -> Cookie<'static> {
-    Cookie::build((REFRESH_COOKIE, token.expose_secret().to_owned()))
-        .http_only(true)
-        .secure(true)
-        .same_site(SameSite::Strict)
-        .path(REFRESH_PATH)
-        .max_age(time::Duration::seconds(
-            state.settings.refresh_ttl.as_secs() as i64,
-        ))
-        .build()
-}
-
-/// Removes the refresh cookie (same name and path).
-pub fn without_refresh_cookie(jar: CookieJar) -> CookieJar {
-    jar.remove(Cookie::build(REFRESH_COOKIE).path(REFRESH_PATH))
-}
-
 fn token_body(
     session: &Session,
     access: &str,
@@ -77,13 +55,6 @@ fn token_body(
         body["refresh_token"] = Value::from(refresh.expose_secret());
     }
     body
-}
-
-/// The `User-Agent` header, when it is text.
-pub fn user_agent(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(USER_AGENT)
-        .and_then(|value| value.to_str().ok())
 }
 
 /// `POST /login`.
@@ -186,14 +157,6 @@ pub async fn sessions(
         })
         .collect();
     Ok(Json(json!({ "sessions": list })))
-}
-
-/// Parses a session id from the path: 400 with a JSON message otherwise.
-pub fn parse_session_id(id: &str) -> Result<Uuid, ApiError> {
-    if id.len() > 64 {
-        return Err(ApiError::BadRequest("invalid session id".into()));
-    }
-    Uuid::parse_str(id).map_err(|_| ApiError::BadRequest("invalid session id: not a UUID".into()))
 }
 
 /// `DELETE /sessions/{id}`: revokes one of the caller's sessions (204), 404 if none.

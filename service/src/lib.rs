@@ -10,15 +10,17 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod app;
 pub mod error;
 pub mod jwt;
 pub mod keys;
 pub mod migrate;
 pub mod pages;
 pub mod password;
+pub mod plumbing;
+pub mod routes;
 pub mod telemetry;
 pub mod users;
 
-pub use app::{AppState, Settings, router, serve};
 pub use error::ApiError;
+pub use plumbing::{AppState, Settings};
+pub use routes::{router, serve};

@@ -13,48 +13,26 @@
 
 use std::net::IpAddr;
 
-use auth_sessions::{Device, RefreshToken, SessionKey};
+use auth_sessions::{Device, SessionKey};
 use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum_extra::extract::cookie::CookieJar;
 use html_escape::encode_text;
 use serde::Deserialize;
 
-use crate::api::{parse_session_id, refresh_cookie, user_agent, without_refresh_cookie};
-use crate::app::{AppState, ClientIp};
 use crate::error::ApiError;
-
-/// The page's access-token cookie.
-pub const ACCESS_COOKIE: &str = "access_token";
+use crate::plumbing::cookies::{ACCESS_COOKIE, REFRESH_COOKIE, signed_in, signed_out};
+use crate::plumbing::{AppState, ClientIp, parse_session_id, user_agent};
 
 /// The login form's fields. No `Debug`: it holds a password.
 #[derive(Deserialize)]
 pub struct LoginForm {
     email: String,
     password: String,
-}
-
-fn access_cookie(access: &str, state: &AppState) -> Cookie<'static> {
-    Cookie::build((ACCESS_COOKIE, access.to_owned()))
-        .http_only(true)
-        .secure(true)
-        .same_site(SameSite::Strict)
-        .path("/")
-        .max_age(time::Duration::seconds(state.tokens.ttl().as_secs() as i64))
-        .build()
-}
-
-fn signed_out(jar: CookieJar) -> CookieJar {
-    without_refresh_cookie(jar).remove(Cookie::build(ACCESS_COOKIE).path("/"))
-}
-
-fn signed_in(jar: CookieJar, refresh: &RefreshToken, access: &str, state: &AppState) -> CookieJar {
-    jar.add(refresh_cookie(refresh, state))
-        .add(access_cookie(access, state))
 }
 
 fn html(status: StatusCode, title: &str, body: &str) -> Response {
@@ -251,7 +229,7 @@ pub async fn refresh(
     jar: CookieJar,
 ) -> Response {
     let Some(presented) = jar
-        .get(crate::api::REFRESH_COOKIE)
+        .get(REFRESH_COOKIE)
         .map(|cookie| cookie.value().to_owned())
     else {
         return (signed_out(jar), Redirect::to("/devices/login")).into_response();

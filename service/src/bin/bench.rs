@@ -163,8 +163,8 @@ async fn run(
     let repo_b = SessionRepo::new(pool_b.clone());
     let state_a = AppState::new(repo_a.clone(), settings.clone())?;
     let state_b = AppState::new(repo_b, settings)?;
-    let (addr_a, _) = auth_service::app::spawn_on_loopback(state_a.clone()).await?;
-    let (addr_b, _) = auth_service::app::spawn_on_loopback(state_b).await?;
+    let (addr_a, _) = auth_service::routes::spawn_on_loopback(state_a.clone()).await?;
+    let (addr_b, _) = auth_service::routes::spawn_on_loopback(state_b).await?;
     let base_a = format!("http://{addr_a}");
     let base_b = format!("http://{addr_b}");
     let http = reqwest::Client::builder()

@@ -241,7 +241,7 @@ pub fn settings() -> Settings {
 pub async fn start(pool: Pool, policy: SessionPolicy, settings: Settings) -> (String, AppState) {
     let repo = SessionRepo::with_policy(pool, policy).expect("policy");
     let state = AppState::new(repo, settings).expect("state");
-    let (addr, _task): (SocketAddr, _) = auth_service::app::spawn_on_loopback(state.clone())
+    let (addr, _task): (SocketAddr, _) = auth_service::routes::spawn_on_loopback(state.clone())
         .await
         .expect("bind loopback");
     (format!("http://{addr}"), state)

@@ -1,37 +1,22 @@
-//! Settings, shared state, the router and its middleware, and the extractors the handlers use.
+//! The state one instance shares between requests: settings, the repository, the access-token
+//! issuer, the password hasher and the login limiter, with the operations both front ends (the
+//! JSON API and the devices page) perform: log in, rotate, authorise.
 
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use auth_sessions::deadpool_postgres::Pool;
 use auth_sessions::{RefreshToken, Rotation, Session, SessionKey, SessionRepo};
-use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{delete, get, post};
-use axum::{Router, middleware};
+use axum::http::HeaderName;
+use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use serde::de::DeserializeOwned;
-use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::{
-    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
-};
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::jwt::AccessTokens;
 use crate::password::Passwords;
 use crate::telemetry;
-use crate::{api, pages};
 
 /// Everything configurable. `Debug` prints no secret.
 #[derive(Clone)]
@@ -304,255 +289,6 @@ fn check_device_label(device: &str) -> Result<String, ApiError> {
 /// At most `max` characters of `text`.
 pub fn truncate(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
-}
-
-/// The router of one instance: the JSON API, the devices page, `/metrics`, with tower-http's
-/// request ids, tracing (Authorization, Cookie and Set-Cookie marked sensitive), timeout and
-/// body limit.
-pub fn router(state: AppState) -> Router {
-    let timeout = state.settings.request_timeout;
-    let limit = state.settings.body_limit;
-    Router::new()
-        .route("/login", post(api::login))
-        .route("/refresh", post(api::refresh))
-        .route("/logout", post(api::logout))
-        .route("/me", get(api::me))
-        .route("/sessions", get(api::sessions))
-        .route("/sessions/revoke-others", post(api::revoke_others))
-        .route("/sessions/{id}", delete(api::revoke_one))
-        .route("/", get(|| async { Redirect::to("/devices") }))
-        .route("/devices", get(pages::devices))
-        .route("/devices/login", get(pages::login_form).post(pages::login))
-        .route("/devices/logout", post(pages::logout))
-        .route("/devices/revoke-others", post(pages::revoke_others))
-        .route("/devices/{id}/revoke", post(pages::revoke))
-        .route("/refresh/page", get(pages::refresh))
-        .route("/metrics", get(api::metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { ApiError::body_for(StatusCode::NOT_FOUND, "no such endpoint") })
-        // Each `Router::layer` wraps every route (and the fallback) again, innermost first:
-        // the JSON error bodies see the body limit's 413 and the timeout's 408.
-        .layer(middleware::from_fn(telemetry::track))
-        .layer(RequestBodyLimitLayer::new(limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
-        .layer(middleware::map_response(json_errors))
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetSensitiveRequestHeadersLayer::new([
-                    AUTHORIZATION,
-                    COOKIE,
-                ]))
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
-                        let id = request
-                            .headers()
-                            .get("x-request-id")
-                            .and_then(|id| id.to_str().ok())
-                            .unwrap_or("-");
-                        // The path only: never the query string, never a header.
-                        tracing::info_span!(
-                            "request",
-                            method = %request.method(),
-                            path = %request.uri().path(),
-                            request_id = %id,
-                        )
-                    }),
-                )
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(SetSensitiveResponseHeadersLayer::new([SET_COOKIE])),
-        )
-        .with_state(state)
-}
-
-/// Gives every error response without a body type of ours (axum's rejections, the timeout,
-/// the body limit, 405) a JSON body `{"error", "message"}`.
-async fn json_errors(response: Response) -> Response {
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    let typed = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value.starts_with("application/json") || value.starts_with("text/html")
-        });
-    if typed {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 1024).await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let message = if text.trim().is_empty() {
-        status.canonical_reason().unwrap_or("error").to_owned()
-    } else {
-        text.trim().to_owned()
-    };
-    let mut fresh = ApiError::body_for(status, &message);
-    for (name, value) in parts.headers.iter() {
-        if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
-            fresh.headers_mut().insert(name.clone(), value.clone());
-        }
-    }
-    fresh
-}
-
-/// Serves `app` on `listener` until `shutdown` completes, with peer addresses available.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-}
-
-/// Starts an instance on `127.0.0.1:0`: its address and its task (for tests and the bench).
-pub async fn spawn_on_loopback(
-    state: AppState,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let app = router(state);
-    let task = tokio::spawn(serve(listener, app, std::future::pending()));
-    Ok((addr, task))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Extractors
-// ---------------------------------------------------------------------------------------------
-
-/// The client's address: the trusted proxy header's last entry when configured and valid, else
-/// the socket's peer.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub Option<IpAddr>);
-
-impl FromRequestParts<AppState> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(Self(client_ip(state, &parts.headers, parts)))
-    }
-}
-
-fn client_ip(state: &AppState, headers: &HeaderMap, parts: &Parts) -> Option<IpAddr> {
-    if let Some(name) = &state.settings.trusted_proxy_header
-        && let Some(ip) = headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.rsplit(',').next())
-            .and_then(|last| last.trim().parse().ok())
-    {
-        return Some(ip);
-    }
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip())
-}
-
-/// A request authorised by a bearer access token whose session is still live.
-#[derive(Debug, Clone, Copy)]
-pub struct Authed {
-    /// The session (and user) the token names.
-    pub key: SessionKey,
-}
-
-impl FromRequestParts<AppState> for Authed {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("missing bearer access token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
-        let key = state
-            .tokens
-            .verify(token.trim())
-            .ok_or(ApiError::Unauthorized("invalid or expired access token"))?;
-        let ip = client_ip(state, &parts.headers, parts);
-        state.authorise(key, ip).await?;
-        Ok(Self { key })
-    }
-}
-
-/// A JSON body: `Content-Type: application/json`, within the body limit, deserialised with the
-/// failing field's path in the message and never the offending value (it may be a secret).
-pub struct ApiJson<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let json = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(';').next())
-            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-        if !json {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge
-                } else {
-                    ApiError::BadRequest("cannot read the request body".into())
-                }
-            })?;
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            ApiError::BadRequest(describe_json_error(&path, &inner))
-        })?;
-        deserializer
-            .end()
-            .map_err(|err| ApiError::BadRequest(describe_json_error(".", &err)))?;
-        Ok(Self(value))
-    }
-}
-
-fn describe_json_error(path: &str, err: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    match err.classify() {
-        Category::Syntax | Category::Eof | Category::Io => {
-            format!(
-                "malformed JSON at line {} column {}",
-                err.line(),
-                err.column()
-            )
-        }
-        Category::Data => {
-            let text = err.to_string();
-            // serde names missing and unknown fields without echoing any value.
-            if text.starts_with("missing field") || text.starts_with("unknown field") {
-                let text = text.split(" at line ").next().unwrap_or(&text);
-                format!("invalid JSON body: {text}")
-            } else {
-                format!("invalid JSON body: wrong type or value at `{path}`")
-            }
-        }
-    }
 }
 
 impl IntoResponse for SetupError {
