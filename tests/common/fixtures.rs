@@ -1,6 +1,6 @@
 //! A typical new session, and direct reads of what the repository stored: shared by the files
 //! that test the repository's methods one concern each (tests/sessions.rs, tests/revocation.rs,
-//! tests/errors.rs, tests/forged_tokens.rs).
+//! tests/errors.rs, tests/forged_tokens.rs), with the durations the cleanup tests use too.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -11,6 +11,8 @@ use uuid::Uuid;
 use super::TestDb;
 
 pub const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+pub const HOUR: Duration = Duration::from_secs(60 * 60);
 
 /// The default tombstone retention, in seconds (7 days).
 pub const RETENTION_SECONDS: i64 = 7 * 24 * 60 * 60;
