@@ -17,12 +17,14 @@
 //! change, a hand edit under `generated/`): the build fails at once, naming the files and the
 //! command above.
 //!
-//! No build regenerates, whoever runs it. Regenerating needs a PostgreSQL server and rewrites
-//! sources during the build, and it could not come first: cargo compiles the generated crate, a
-//! dependency of this one, without waiting for this script. Compiling Cornucopia into a build
-//! script would put it in every dependent's build, and running the generator from here would
-//! run cargo from inside cargo, which can deadlock (for example with `build.build-dir`). So the
-//! script behaves the same in this workspace and in a dependent's build.
+//! No build regenerates, whoever runs it, not even as an opt-in. Regenerating needs a
+//! PostgreSQL server and rewrites sources during the build, and from here it could not come
+//! first: cargo compiles the generated crate, a dependency of this one, without waiting for this
+//! script, so new code would land after the old code was compiled. The only script that runs in
+//! time is the generated crate's own, which would rewrite the sources of the crate being built.
+//! Running the generator as a command instead would run cargo from inside cargo, which can
+//! deadlock (for example with `build.build-dir`). So the script behaves the same in this
+//! workspace and in a dependent's build, and needs no way to tell them apart.
 //!
 //! The generated crate's own build script (`generated/build/main.rs`, from
 //! `codegen/templates/build.rs`) runs the same check on the same files before its code compiles,
