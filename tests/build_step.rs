@@ -2,15 +2,14 @@
 //! repository with a real `cargo build`, and by running the generator on them. (Builds of a
 //! service that depends on the crate are in tests/consumer.rs.)
 //!
-//! The root package's build script (`build.rs`) and the generated crate's (`generated/build/main.rs`,
-//! written by the generator from `codegen/templates/build.rs`) run one check (`build/check.rs`):
-//! they only compare `cornucopia.lock` with the files on disk; the generator
-//! (`cargo run -p auth-sessions-codegen -- generate | check`) is the only thing that
+//! The root package's build script (`build.rs`) and the generated crate's
+//! (`generated/build/main.rs`, written by the generator from `codegen/templates/build.rs`) run
+//! one check (`build/check.rs`): they only compare `cornucopia.lock` with the files on disk; the
+//! generator (`cargo run -p auth-sessions-codegen -- generate | check`) is the only thing that
 //! regenerates. What is proved, and why each matters:
 //!
 //! - **The root package's build script is a check of its own**: a schema change fails it,
 //!   naming the file and the command, whatever the generated crate's script does.
-//!
 //! - **Unchanged inputs need no server**, and neither do a CRLF checkout nor stray files under
 //!   `generated/` (editor swap files, `.DS_Store`): the lock hashes contents with line endings
 //!   normalised, and lists the generated files, so nothing else under `generated/` counts.
