@@ -2,11 +2,14 @@
 //! repository with a real `cargo build`, and by running the generator on them. (Builds of a
 //! service that depends on the crate are in tests/consumer.rs.)
 //!
-//! The build script of the generated crate (`generated/build/main.rs`, written by the generator
-//! from `codegen/templates/build.rs`) only compares `cornucopia.lock` with the files on disk; the
+//! The root package's build script (`build.rs`) and the generated crate's
+//! (`generated/build/main.rs`, written by the generator from `codegen/templates/build.rs`) run
+//! one check (`build/check.rs`): they only compare `cornucopia.lock` with the files on disk; the
 //! generator (`cargo run -p auth-sessions-codegen -- generate | check`) is the only thing that
 //! regenerates. What is proved, and why each matters:
 //!
+//! - **The root package's build script is a check of its own**: a schema change fails it,
+//!   naming the file and the command, whatever the generated crate's script does.
 //! - **Unchanged inputs need no server**, and neither do a CRLF checkout nor stray files under
 //!   `generated/` (editor swap files, `.DS_Store`): the lock hashes contents with line endings
 //!   normalised, and lists the generated files, so nothing else under `generated/` counts.
@@ -63,6 +66,7 @@ const PROBE_CALLER: &str = "\n/// Probe added by tests/build_step.rs; compiles o
                             db::queries::sessions::probe_regeneration()\n}\n";
 
 const QUERIES_FILE: &str = "queries/sessions.sql";
+const SCHEMA_FILE: &str = "schema/001_foundation.sql";
 const GENERATED_QUERIES_FILE: &str = "generated/src/queries/sessions.rs";
 const LOCK_FILE: &str = "cornucopia.lock";
 
@@ -71,6 +75,9 @@ const STRAY_FILES: [&str; 2] = ["generated/src/.sessions.rs.swp", "generated/.DS
 
 /// The message of the build script when `generated/` is stale.
 const STALE_MESSAGE: &str = "generated/ is stale";
+
+/// What cargo prints when the root package's build script (not the generated crate's) fails.
+const ROOT_BUILD_SCRIPT_FAILED: &str = "failed to run custom build command for `auth-sessions v";
 
 /// The command the build script prints to regenerate.
 const GENERATE_COMMAND: &str = "cargo run -p auth-sessions-codegen -- generate";
@@ -177,9 +184,9 @@ struct Copy {
 }
 
 impl Copy {
-    /// Copies the files a build needs: the manifests and lock files, the Cornucopia
-    /// configuration and lock, the README (included by `src/lib.rs`), the git attributes, and
-    /// `schema/`, `queries/`, `generated/`, `src/` and `codegen/`; `examples/`, `benches/` and
+    /// Copies the files a build needs: the manifests and lock files, the root build script, the
+    /// Cornucopia configuration and lock, the README (included by `src/lib.rs`), the git
+    /// attributes, and `schema/`, `queries/`, `generated/`, `src/`, `codegen/` and `build/`; `examples/`, `benches/` and
     /// `tests/` only when the manifest names targets there that cargo would miss. Not `target/`.
     fn new() -> Self {
         let repo = repo();
@@ -199,7 +206,7 @@ impl Copy {
                     .unwrap_or_else(|err| panic!("copy {file}: {err}"));
             }
         }
-        for subdir in ["schema", "queries", "generated", "src", "codegen"] {
+        for subdir in ["schema", "queries", "generated", "src", "codegen", "build"] {
             copy_dir(&repo.join(subdir), &dir.path().join(subdir));
         }
         // Cargo refuses a manifest whose explicit [[example]], [[bench]] or [[test]] targets
@@ -528,6 +535,37 @@ fn edited_query_fails_the_build_with_the_command_and_writes_nothing() {
     );
 }
 
+/// A schema change in the project's own workspace fails the root package's build script,
+/// naming the file and the command that regenerates. Cargo does not order that script against
+/// the generated crate's, which checks the same files: `--keep-going` lets both run, so the
+/// root package's failure is seen whichever fails first.
+#[test]
+fn edited_schema_fails_the_root_build_script_with_the_file_and_the_command() {
+    let copy = Copy::new();
+    copy.append(SCHEMA_FILE, "\n-- A schema change (tests/build_step.rs).\n");
+    let generated = copy.generated();
+    let lock = copy.read(LOCK_FILE);
+
+    let outcome = copy.build_with(copy.cargo(&["build", "--keep-going"]), None);
+    outcome.assert_failure();
+    outcome.assert_contains(ROOT_BUILD_SCRIPT_FAILED);
+    outcome.assert_contains(STALE_MESSAGE);
+    outcome.assert_contains("changed since the last generation: schema/001_foundation.sql");
+    outcome.assert_contains(GENERATE_COMMAND);
+    outcome.assert_lacks("cannot reach");
+    outcome.assert_lacks(COMPILING_CORNUCOPIA);
+
+    assert!(
+        copy.generated() == generated,
+        "a stale build changed generated/"
+    );
+    assert_eq!(
+        copy.read(LOCK_FILE),
+        lock,
+        "a stale build changed {LOCK_FILE}"
+    );
+}
+
 /// A hand edit of generated/: detected like an edited input; kept as it is.
 #[test]
 fn hand_edited_generated_code_fails_the_build() {
@@ -743,7 +781,7 @@ fn checkouts_get_lf_line_endings() {
     let checkout = clone.path().join("checkout");
     for file in [
         QUERIES_FILE,
-        "schema/001_foundation.sql",
+        SCHEMA_FILE,
         GENERATED_QUERIES_FILE,
         "generated/Cargo.toml",
         "cornucopia.toml",

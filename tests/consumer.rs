@@ -115,7 +115,7 @@ fn copy_project(dir: &Path) {
                 .unwrap_or_else(|err| panic!("copy {file}: {err}"));
         }
     }
-    for subdir in ["schema", "queries", "generated", "src", "codegen"] {
+    for subdir in ["schema", "queries", "generated", "src", "codegen", "build"] {
         copy_dir(&repo.join(subdir), &dir.join(subdir));
     }
     let manifest = fs::read_to_string(repo.join("Cargo.toml")).expect("read Cargo.toml");
@@ -374,7 +374,9 @@ fn git_dependency_builds_offline_without_a_server() {
 }
 
 /// (c) After `cargo vendor`: the generated package carries its build script (cargo drops a
-/// build script outside the package, with a warning) and builds from the vendor directory.
+/// build script outside the package, with a warning) and builds from the vendor directory. So
+/// does the root package: its copy carries `build.rs` and the files it includes, but not
+/// `generated/` (a package of its own) nor `codegen/`, and there its build script does nothing.
 #[test]
 fn vendored_dependency_builds_offline_without_a_server() {
     let service = Service::new(Source::Git);
@@ -388,10 +390,23 @@ fn vendored_dependency_builds_offline_without_a_server() {
     );
     vendor.assert_lacks("ignoring `package.build`");
     let vendored = service.path("vendor/auth-sessions-generated");
-    for file in ["build/main.rs", "build/fingerprint.rs"] {
+    for file in ["build/main.rs", "build/check.rs", "build/fingerprint.rs"] {
         assert!(
             vendored.join(file).is_file(),
             "the vendored generated package lacks {file}"
+        );
+    }
+    let vendored_root = service.path("vendor/auth-sessions");
+    for file in ["build.rs", "build/check.rs", "build/fingerprint.rs"] {
+        assert!(
+            vendored_root.join(file).is_file(),
+            "the vendored root package lacks {file}"
+        );
+    }
+    for dir in ["generated", "codegen"] {
+        assert!(
+            !vendored_root.join(dir).exists(),
+            "the vendored root package carries {dir}/, which is not part of it"
         );
     }
     fs::create_dir_all(service.path("service/.cargo")).expect("create .cargo");

@@ -17,13 +17,15 @@
 //! password.
 //!
 //! The generated crate is Cornucopia's output plus its build script, `build/main.rs` (from
-//! `templates/build.rs`) and `build/fingerprint.rs` (a copy of `src/fingerprint.rs`), so the
-//! package needs nothing outside its directory once packaged or vendored. `generate` replaces
+//! `templates/build.rs`), `build/check.rs` and `build/fingerprint.rs` (copies of the root
+//! package's, which its own build script and this generator compile), so the package needs
+//! nothing outside its directory once packaged or vendored. `generate` replaces
 //! each changed file by renaming a complete temporary file over it, and writes the lock last, the
 //! same way: an interrupted run leaves a tree the build reports as stale, never a half-written
 //! file. It deletes only files that the previous lock lists and this run no longer produces;
 //! other files under `generated/` (editor swap files, `.DS_Store`) are left alone.
 
+#[path = "../../build/fingerprint.rs"]
 mod fingerprint;
 
 use std::collections::BTreeMap;
@@ -42,17 +44,23 @@ const CODEGEN_URL_VAR: &str = "AUTH_SESSIONS_CODEGEN_URL";
 /// The server used when `AUTH_SESSIONS_CODEGEN_URL` is unset or empty.
 const DEFAULT_CODEGEN_URL: &str = "postgres://postgres@localhost:5432/postgres";
 
-/// The build script of the generated crate, and the module it shares with this generator.
-const BUILD_FILES: [(&str, &str, &str); 2] = [
+/// The build script of the generated crate, the check it shares with the root package's build
+/// script, and the module both share with this generator.
+const BUILD_FILES: [(&str, &str, &str); 3] = [
     (
         "build/main.rs",
         "codegen/templates/build.rs",
         include_str!("../templates/build.rs"),
     ),
     (
+        "build/check.rs",
+        "build/check.rs",
+        include_str!("../../build/check.rs"),
+    ),
+    (
         "build/fingerprint.rs",
-        "codegen/src/fingerprint.rs",
-        include_str!("fingerprint.rs"),
+        "build/fingerprint.rs",
+        include_str!("../../build/fingerprint.rs"),
     ),
 ];
 

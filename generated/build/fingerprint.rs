@@ -1,4 +1,4 @@
-// This file was written by the code generator from codegen/src/fingerprint.rs. Do not modify.
+// This file was written by the code generator from build/fingerprint.rs. Do not modify.
 
 //! The lock that ties `generated/` to its inputs.
 //!
@@ -10,13 +10,16 @@
 //! the generated crate: nothing looks at them, nothing deletes them. Hidden files (names starting
 //! with `.`) are never inputs either.
 //!
-//! The generator writes the lock after it wrote `generated/`; the build script of the generated
-//! crate compares the lock with the files on disk and fails the build when they differ.
+//! The generator writes the lock after it wrote `generated/`; the build scripts (the root
+//! package's `build.rs` and the generated crate's) compare the lock with the files on disk
+//! (`build/check.rs`) and fail the build when they differ.
 //!
-//! The source of this module is `codegen/src/fingerprint.rs`; the generator copies it into
-//! `generated/build/fingerprint.rs` for the build script, so both read the lock the same way and
-//! the generated package needs nothing outside its own directory. It depends only on `std` and
-//! `sha2`, and stays within Rust 1.85 (the generated crate's `rust-version`).
+//! The source of this module is `build/fingerprint.rs`, in the root package: its build script
+//! and the generator (`codegen/`) compile this one file, and the generator copies it into
+//! `generated/build/fingerprint.rs` for the generated crate's build script, so all three read
+//! the lock the same way and the generated package needs nothing outside its own directory. It
+//! depends only on `std` and `sha2`, and stays within Rust 1.85 (the generated crate's
+//! `rust-version`).
 
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;

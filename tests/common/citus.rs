@@ -1,9 +1,12 @@
-//! A Citus cluster for tests/citus.rs: the database CITUS_URL names, migrated, distributed
-//! and emptied for one test at a time ([`Cluster`]), with what the tests ask of it (users,
-//! shard placements, rows counted on a worker, plans, notices) and the fixtures they share.
+//! A Citus cluster for the Citus tests (tests/citus_*.rs): the database CITUS_URL names,
+//! migrated, distributed and emptied for one test at a time ([`Cluster`]), with what the tests
+//! ask of it (users, shard placements, rows counted on a worker, plans, notices) and the
+//! fixtures they share.
 //!
-//! Included by tests/citus.rs with `#[path]` (it does not use the per-test databases of
+//! Included by each Citus test file with `#[path]` (it does not use the per-test databases of
 //! `mod.rs`, which Citus cannot clone).
+
+#![allow(dead_code)] // Each Citus test file uses a different part of this module.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -34,7 +37,7 @@ pub fn citus_url() -> String {
             "CITUS_URL is not set. These tests need a Citus coordinator: create a scratch \
              database with the citus extension on the coordinator and every worker and the \
              workers added, then run \
-             `CITUS_URL=postgres://USER@HOST:PORT/DB cargo test --test citus -- --ignored \
+             `CITUS_URL=postgres://USER@HOST:PORT/DB cargo test --test 'citus_*' -- --ignored \
              --test-threads=1`. The tests empty that database's auth tables."
         ),
     }

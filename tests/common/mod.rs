@@ -16,6 +16,9 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod cleanup;
+pub mod faults;
+pub mod fixtures;
 pub mod locks;
 pub mod outcomes;
 pub mod running;

@@ -1,5 +1,5 @@
 //! The `auth-sessions` command running in the background for a test, its output collected
-//! as it comes. Shared by tests/cli.rs and tests/cleanup.rs.
+//! as it comes. Shared by tests/cli.rs and tests/cleanup_cli.rs.
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 

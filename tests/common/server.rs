@@ -21,7 +21,8 @@
 //! (as `postgres` when root), or let the next reboot clear `/tmp`.
 //!
 //! [`PrivateServer`] is a server for one test that stops, restarts or breaks it
-//! (tests/faults.rs): its own temporary directory and port, stopped and removed on drop.
+//! (tests/faults_restart.rs, tests/faults_connections.rs): its own temporary directory and
+//! port, stopped and removed on drop.
 //!
 //! Why hand-written rather than a crate such as `pgtemp` (0.7, evaluated): as root it runs
 //! `initdb` and `postgres` through `sudo -u postgres`, and Debian's images, where CI runs as
