@@ -784,15 +784,18 @@ impl Inner {
                     return Err(err);
                 }
             };
+            let rows_written = rows.iter().filter(|(_, activity)| activity.written).count() as u64;
             self.counters
                 .activity_batches
                 .fetch_add(1, Ordering::Relaxed);
-            crate::metrics::live_activity_batch(rows.len() as u64);
-            written += rows.len() as u64;
+            crate::metrics::live_activity_batch(rows_written);
+            written += rows_written;
             let mut state = lock(&self.state);
-            for (key, last_active_at) in rows {
+            // What is stored now, written or not: the next flush sends none of these until
+            // their activity is due again.
+            for (key, activity) in rows {
                 if let Some(Entry::Live(cached)) = state.cache.peek_mut(&key) {
-                    cached.last_active_at = cached.last_active_at.max(last_active_at);
+                    cached.last_active_at = cached.last_active_at.max(activity.last_active_at);
                 }
             }
             for (key, ip) in chunk {

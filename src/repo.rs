@@ -1066,12 +1066,12 @@ impl SessionRepo {
     }
 
     /// Records activity on many sessions in one statement (see
-    /// `queries/sessions.sql`, record_activity_batch); `batch` sorted by key. Returns the
-    /// sessions written and their new activity time.
+    /// `queries/sessions.sql`, record_activity_batch); `batch` sorted by key. Returns every
+    /// live session of the batch with its stored activity time and whether it was written.
     pub(crate) async fn record_activity_batch(
         &self,
         batch: &[(SessionKey, Option<IpAddr>)],
-    ) -> Result<Vec<(SessionKey, chrono::DateTime<chrono::Utc>)>, Error> {
+    ) -> Result<Vec<(SessionKey, Activity)>, Error> {
         let user_ids: Vec<Uuid> = batch.iter().map(|(key, _)| key.user_id).collect();
         let ids: Vec<Uuid> = batch.iter().map(|(key, _)| key.session_id).collect();
         let ips: Vec<String> = batch
@@ -1092,7 +1092,13 @@ impl SessionRepo {
                 .await?;
             Ok(rows
                 .into_iter()
-                .map(|row| (SessionKey::new(row.user_id, row.id), row.last_active_at))
+                .map(|row| {
+                    let activity = Activity {
+                        last_active_at: row.last_active_at,
+                        written: row.written,
+                    };
+                    (SessionKey::new(row.user_id, row.id), activity)
+                })
                 .collect())
         })
         .await

@@ -352,6 +352,7 @@ pub struct BatchActivity {
     pub user_id: uuid::Uuid,
     pub id: uuid::Uuid,
     pub last_active_at: chrono::DateTime<chrono::Utc>,
+    pub written: bool,
 }
 use crate::client::async_::GenericClient;
 use futures::{self, StreamExt, TryStreamExt};
@@ -2213,12 +2214,13 @@ pub struct RecordActivityBatchStmt(&'static str, Option<tokio_postgres::Statemen
 /// Records activity on many live sessions in one statement: the sessions (`user_ids[i]`,
 /// `ids[i]`), each with its client's address as text (`ip_addresses[i]`, empty when unknown).
 /// As update_session_activity, a session is written only when its `last_active_at` is at least
-/// `min_interval_seconds` old or its address changed, and only while live. Returns the sessions
-/// written and their new activity time. Callers pass keys sorted, so concurrent batches lock
-/// shared rows in one order.
+/// `min_interval_seconds` old or its address changed, and only while live. Returns every live
+/// session of the batch with its activity time (the new one when written) and whether it was
+/// written, so the caller learns what is stored even when nothing was due. Callers pass keys
+/// sorted, so concurrent batches lock shared rows in one order.
 pub fn record_activity_batch() -> RecordActivityBatchStmt {
     RecordActivityBatchStmt(
-        "UPDATE auth.user_sessions s SET last_active_at = now(), ip_address = coalesce(nullif(b.ip, '')::inet, s.ip_address) FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS b(user_id, id, ip) WHERE s.user_id = b.user_id AND s.id = b.id AND auth.session_is_live(s.revoked_at, s.expires_at, s.last_active_at, $4::bigint, now()) AND (s.last_active_at <= now() - make_interval(secs => $5::bigint) OR s.ip_address IS DISTINCT FROM coalesce(nullif(b.ip, '')::inet, s.ip_address)) RETURNING s.user_id, s.id, s.last_active_at",
+        "WITH batch AS ( SELECT b.user_id, b.id, nullif(b.ip, '')::inet AS ip FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS b(user_id, id, ip) ), touched AS ( UPDATE auth.user_sessions s SET last_active_at = now(), ip_address = coalesce(b.ip, s.ip_address) FROM batch b WHERE s.user_id = b.user_id AND s.id = b.id AND auth.session_is_live(s.revoked_at, s.expires_at, s.last_active_at, $4::bigint, now()) AND (s.last_active_at <= now() - make_interval(secs => $5::bigint) OR s.ip_address IS DISTINCT FROM coalesce(b.ip, s.ip_address)) RETURNING s.user_id, s.id, s.last_active_at ) SELECT s.user_id, s.id, coalesce(t.last_active_at, s.last_active_at) AS last_active_at, t.id IS NOT NULL AS written FROM batch b JOIN auth.user_sessions s ON s.user_id = b.user_id AND s.id = b.id LEFT JOIN touched t ON t.user_id = s.user_id AND t.id = s.id WHERE t.id IS NOT NULL OR auth.session_is_live(s.revoked_at, s.expires_at, s.last_active_at, $4::bigint, now())",
         None,
     )
 }
@@ -2264,6 +2266,7 @@ impl RecordActivityBatchStmt {
                     user_id: row.try_get(0)?,
                     id: row.try_get(1)?,
                     last_active_at: row.try_get(2)?,
+                    written: row.try_get(3)?,
                 })
             },
             mapper: |it| BatchActivity::from(it),
