@@ -238,9 +238,23 @@ pub struct LiveStatus {
 /// heartbeat was sent was heard before it (the notification queue is in commit order). When
 /// no heartbeat came back for `B`, every check reads the database, and a connection opened
 /// again starts from an empty memory.
+///
+/// The background task stops with [`LiveSessions::shutdown`], which also writes the pending
+/// activity, or when the last clone is dropped (pending activity is then lost).
 #[derive(Clone)]
 pub struct LiveSessions {
     inner: Arc<Inner>,
+    /// Dropped with the last clone: stops the background task, which holds `inner` but not
+    /// this.
+    _owner: Arc<Owner>,
+}
+
+struct Owner(Arc<Inner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.shutdown.send_replace(true);
+    }
 }
 
 impl std::fmt::Debug for LiveSessions {
@@ -431,7 +445,10 @@ impl LiveSessions {
         });
         let task = runtime.spawn(run(inner.clone(), connect));
         *lock(&inner.task) = Some(task);
-        Ok(Self { inner })
+        Ok(Self {
+            _owner: Arc::new(Owner(inner.clone())),
+            inner,
+        })
     }
 
     /// Whether session `key` is live, with its user, expiry and last activity; `None` when

@@ -211,7 +211,7 @@ async fn activity_batches_keep_idle_sessions_idle_and_busy_sessions_alive_across
     let relay = CountingRelay::start(db.upstream()).await;
     let policy = || {
         SessionPolicy::default()
-            .idle_timeout(Some(Duration::from_secs(2)))
+            .idle_timeout(Some(Duration::from_secs(60)))
             .activity_interval(Duration::from_secs(1))
             .max_sessions_per_user(None, CapPolicy::Refuse)
     };
@@ -219,8 +219,9 @@ async fn activity_batches_keep_idle_sessions_idle_and_busy_sessions_alive_across
         build_pool_with_config(db.config_through(relay.port), &PoolSettings::default()).unwrap();
     let a = SessionRepo::with_policy(pool_a, policy()).unwrap();
     let b = SessionRepo::with_policy(db.pool.clone(), policy()).unwrap();
-    // Flushes by hand only (the interval must stay under idle - activity: 1 s).
-    let settings = quiet().flush_interval(Duration::from_millis(900));
+    // Flushes by hand only: the background flush (under idle - activity: 59 s) does not come
+    // round during the test.
+    let settings = quiet().flush_interval(Duration::from_secs(50));
     let live_a = started(&a, settings.clone()).await;
     let live_b = started(&b, settings).await;
     let user = db.user().await;
@@ -234,11 +235,11 @@ async fn activity_batches_keep_idle_sessions_idle_and_busy_sessions_alive_across
         others
     };
 
-    // Both were last active 1.5 s ago: live for half a second more.
+    // Both were last active 59.5 s ago: live for half a second more.
     let client = db.client().await;
     client
         .execute(
-            "UPDATE auth.user_sessions SET last_active_at = now() - interval '1.5 s'
+            "UPDATE auth.user_sessions SET last_active_at = now() - interval '59.5 s'
              WHERE user_id = $1",
             &[&user],
         )
@@ -437,4 +438,39 @@ async fn settings_out_of_range_and_a_foreign_pool_are_typed_errors_not_panics_pu
         SessionRepo::new(foreign).live_sessions(LiveSettings::default()),
         Err(auth_sessions::Error::Config(_))
     ));
+}
+
+#[tokio::test]
+async fn dropping_every_handle_stops_the_listening_connection_push() {
+    let db = TestDb::new().await;
+    let admin = db.client().await;
+    let listeners = async || -> i64 {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND query LIKE '%auth_sessions_heartbeat_%'
+                   AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let live = started(
+        &SessionRepo::new(db.pool.clone()),
+        quiet().heartbeat_interval(Duration::from_millis(50)),
+    )
+    .await;
+    let clone = live.clone();
+    // Wait for the first heartbeat to be the connection's last statement.
+    until(&live, "a second heartbeat", |s| s.heartbeats_heard >= 2).await;
+    assert_eq!(listeners().await, 1);
+    drop(live);
+    assert!(clone.status().nodes_listening == 1, "a clone keeps it");
+    drop(clone);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while listeners().await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "still listening");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
