@@ -561,7 +561,6 @@ impl LiveSessions {
                     .counters
                     .activity_dropped
                     .fetch_add(1, Ordering::Relaxed);
-                return;
             }
             None => {
                 state.pending.insert(key, ip_address);
