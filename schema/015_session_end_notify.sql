@@ -16,6 +16,12 @@
 -- the shards of a distributed one (Citus runs them on the worker holding the shard, whose own
 -- listeners hear them: listen on every node).
 
+-- On Citus 11 and later, a trigger on a distributed table (a database distributed before this
+-- migration) is created, and copied onto every shard, only with citus.enable_unsafe_triggers
+-- on; for this transaction only. Elsewhere the setting does not exist and nothing is set.
+SELECT set_config(name, 'on', true) FROM pg_settings
+WHERE name = 'citus.enable_unsafe_triggers';
+
 CREATE FUNCTION auth.notify_session_ended() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
