@@ -744,6 +744,17 @@ impl Inner {
         }
     }
 
+    /// Whether a heartbeat sent on node `node`'s current connection went unheard for longer
+    /// than the bound.
+    fn overdue(&self, node: usize) -> bool {
+        let state = lock(&self.state);
+        state
+            .nodes
+            .get(node)
+            .and_then(|node| node.sent.front())
+            .is_some_and(|&(_, sent_at)| sent_at.elapsed() > self.settings.staleness_bound)
+    }
+
     /// The next heartbeat of node `node`, sent now.
     fn heartbeat(&self, node: usize, seq: u64) {
         let mut state = lock(&self.state);
@@ -1030,6 +1041,13 @@ async fn listen_once(
                 });
             }
             _ = tick.tick() => {
+                // The connection answers but its heartbeats do not come back: something
+                // between the queue and this connection is wrong; start over.
+                if inner.overdue(index) {
+                    return Err(Error::UnexpectedResponse(
+                        "heartbeats of the listening connection not heard back",
+                    ));
+                }
                 *seq += 1;
                 inner.heartbeat(index, *seq);
                 let statement = format!(
