@@ -54,8 +54,8 @@ pub struct LiveSettings {
     pub heartbeat_interval: Duration,
     /// How often recorded activity is written, in one statement for many sessions. Together
     /// with the policy's activity interval it must stay under the idle timeout, so a session
-    /// in use on one instance never looks idle to another. Default 1 s; at most the bound
-    /// is not required, only more than zero.
+    /// in use on one instance never looks idle to another. Default 1 s; more than zero and,
+    /// with an idle timeout, less than the idle timeout minus the activity interval.
     pub flush_interval: Duration,
     /// Most sessions per activity statement; more pending than this writes at once. Default
     /// 1000; 1 to [`MAX_ACTIVITY_BATCH`].

@@ -235,16 +235,18 @@ async fn activity_batches_keep_idle_sessions_idle_and_busy_sessions_alive_across
         others
     };
 
-    // Both were last active 59.5 s ago: live for half a second more.
+    // Both were last active 59 s ago: live for one second more (room for a loaded machine to
+    // run what follows before the busy one's activity is written).
     let client = db.client().await;
     client
         .execute(
-            "UPDATE auth.user_sessions SET last_active_at = now() - interval '59.5 s'
+            "UPDATE auth.user_sessions SET last_active_at = now() - interval '59 s'
              WHERE user_id = $1",
             &[&user],
         )
         .await
         .unwrap();
+    let backdated = tokio::time::Instant::now();
     for key in [busy, idle] {
         assert!(live_a.check(key).await.unwrap().is_some());
         assert!(live_b.check(key).await.unwrap().is_some());
@@ -288,8 +290,7 @@ async fn activity_batches_keep_idle_sessions_idle_and_busy_sessions_alive_across
     );
 
     // Past the idle timeout of b's view of both: b asks the database before refusing.
-    let idle_at = tokio::time::Instant::now() + Duration::from_millis(600);
-    tokio::time::sleep_until(idle_at).await;
+    tokio::time::sleep_until(backdated + Duration::from_millis(1100)).await;
     let asked = live_b.status().database_answers;
     assert_eq!(
         live_b.check(busy).await.unwrap().map(|s| s.key),
