@@ -390,6 +390,27 @@ impl Cached {
         }
     }
 
+    /// What the session's own times say at `now`, as the database decides liveness
+    /// (`auth.session_is_live`): expired once `expires_at <= now`, idle once
+    /// `last_active + idle <= now`.
+    fn verdict(&self, now: Instant, idle: Option<Duration>) -> Verdict {
+        let db_now = self.db_time(now);
+        if self.expires_at <= db_now {
+            return Verdict::Expired;
+        }
+        if let Some(idle) = idle {
+            let idle = chrono::TimeDelta::from_std(idle).unwrap_or(chrono::TimeDelta::MAX);
+            if self
+                .last_active()
+                .checked_add_signed(idle)
+                .is_some_and(|until| until <= db_now)
+            {
+                return Verdict::Idle;
+            }
+        }
+        Verdict::Live
+    }
+
     fn view(&self, key: SessionKey) -> LiveSession {
         LiveSession {
             key,
@@ -397,6 +418,13 @@ impl Cached {
             last_active_at: self.last_active(),
         }
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Live,
+    Expired,
+    Idle,
 }
 
 /// What memory says of a session.
@@ -660,20 +688,13 @@ impl Inner {
         let Entry::Live(cached) = entry else {
             return Local::Ended;
         };
-        let db_now = cached.db_time(now);
-        if cached.expires_at <= db_now {
-            *entry = Entry::Ended;
-            return Local::Ended;
-        }
-        if let Some(idle) = idle {
-            let idle = chrono::TimeDelta::from_std(idle).unwrap_or(chrono::TimeDelta::MAX);
-            if cached
-                .last_active()
-                .checked_add_signed(idle)
-                .is_some_and(|until| until <= db_now)
-            {
-                return Local::Ask;
+        match cached.verdict(now, idle) {
+            Verdict::Expired => {
+                *entry = Entry::Ended;
+                return Local::Ended;
             }
+            Verdict::Idle => return Local::Ask,
+            Verdict::Live => {}
         }
         Local::Live(cached.view(key))
     }
@@ -1249,6 +1270,41 @@ mod lru {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_and_idleness_at_their_edges_as_the_database_decides() {
+        let anchor = Instant::now();
+        let anchor_db = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        let second = chrono::TimeDelta::seconds(1);
+        let cached = Cached {
+            expires_at: anchor_db + second * 10,
+            last_active_at: anchor_db - second * 5,
+            ip_address: None,
+            anchor_db,
+            anchor,
+            local_activity: None,
+        };
+        let idle = Some(Duration::from_secs(8));
+        let at = |secs: u64, millis: u64| {
+            anchor + Duration::from_secs(secs) + Duration::from_millis(millis)
+        };
+        assert_eq!(cached.verdict(anchor, idle), Verdict::Live);
+        // Idle exactly when last_active + idle = now (5 s + 3 s), as in the database.
+        assert_eq!(cached.verdict(at(2, 999), idle), Verdict::Live);
+        assert_eq!(cached.verdict(at(3, 0), idle), Verdict::Idle);
+        // Activity recorded here moves idleness on, not expiry.
+        let active = Cached {
+            local_activity: Some(at(2, 0)),
+            ..cached
+        };
+        assert_eq!(active.verdict(at(9, 999), idle), Verdict::Live);
+        assert_eq!(active.verdict(at(10, 0), idle), Verdict::Expired);
+        // Without an idle timeout only expiry counts, and exactly at it the session is over.
+        assert_eq!(cached.verdict(at(9, 999), None), Verdict::Live);
+        assert_eq!(cached.verdict(at(10, 0), None), Verdict::Expired);
+        // An instant before the anchor (a clock that cannot go back) counts as the anchor.
+        assert_eq!(cached.db_time(anchor), anchor_db);
+    }
 
     #[test]
     fn endings_parse_and_garbage_does_not() {
