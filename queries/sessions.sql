@@ -310,3 +310,46 @@ WITH per_user AS (
 SELECT totals.total, totals.live, totals.expired, totals.revoked, totals.users,
     totals.max_live_per_user, storage.table_bytes, storage.index_bytes
 FROM totals CROSS JOIN auth.session_storage() storage;
+
+--! get_live_session_by_key (idle_seconds?) : LiveSessionByKey(ip_address?)
+--- Reads live session (`user_id`, `id`) by its primary key, for a caller that already
+--- authenticated the key (an access token it verified): its expiry, last activity and address,
+--- with the database clock (`db_now`) the answer was decided at. No row when it is not live.
+SELECT user_id, id, expires_at, last_active_at, ip_address, now() AS db_now
+FROM auth.user_sessions
+WHERE user_id = :user_id
+  AND id = :id
+  AND auth.session_is_live(revoked_at, expires_at, last_active_at, :idle_seconds::bigint, now());
+
+--! record_activity_batch (idle_seconds?) : BatchActivity()
+--- Records activity on many live sessions in one statement: the sessions (`user_ids[i]`,
+--- `ids[i]`), each with its client's address as text (`ip_addresses[i]`, empty when unknown).
+--- As update_session_activity, a session is written only when its `last_active_at` is at least
+--- `min_interval_seconds` old or its address changed, and only while live. Returns every live
+--- session of the batch with its activity time (the new one when written) and whether it was
+--- written, so the caller learns what is stored even when nothing was due. Callers pass keys
+--- sorted, so concurrent batches lock shared rows in one order.
+WITH batch AS (
+    SELECT b.user_id, b.id, nullif(b.ip, '')::inet AS ip
+    FROM unnest(:user_ids::uuid[], :ids::uuid[], :ip_addresses::text[]) AS b(user_id, id, ip)
+), touched AS (
+    UPDATE auth.user_sessions s
+    SET last_active_at = now(),
+        ip_address = coalesce(b.ip, s.ip_address)
+    FROM batch b
+    WHERE s.user_id = b.user_id
+      AND s.id = b.id
+      AND auth.session_is_live(s.revoked_at, s.expires_at, s.last_active_at,
+                               :idle_seconds::bigint, now())
+      AND (s.last_active_at <= now() - make_interval(secs => :min_interval_seconds::bigint)
+           OR s.ip_address IS DISTINCT FROM coalesce(b.ip, s.ip_address))
+    RETURNING s.user_id, s.id, s.last_active_at
+)
+SELECT s.user_id, s.id, coalesce(t.last_active_at, s.last_active_at) AS last_active_at,
+    t.id IS NOT NULL AS written
+FROM batch b
+JOIN auth.user_sessions s ON s.user_id = b.user_id AND s.id = b.id
+LEFT JOIN touched t ON t.user_id = s.user_id AND t.id = s.id
+WHERE t.id IS NOT NULL
+   OR auth.session_is_live(s.revoked_at, s.expires_at, s.last_active_at,
+                           :idle_seconds::bigint, now());

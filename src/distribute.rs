@@ -61,6 +61,16 @@ pub async fn distribute(
     if !has_citus {
         return Err(Error::CitusUnavailable);
     }
+    // schema/015 puts row triggers on auth.user_sessions (the pushed session endings), and
+    // Citus distributes a table with triggers, copying them onto every shard, only with
+    // citus.enable_unsafe_triggers on (Citus 11 and later; older ones lack the setting).
+    client
+        .execute(
+            "SELECT set_config(name, 'on', false) FROM pg_settings
+             WHERE name = 'citus.enable_unsafe_triggers'",
+            &[],
+        )
+        .await?;
     let shard_count = shard_count.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
     let mut report = DistributionReport::default();
     for (table, column) in TABLES {

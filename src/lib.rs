@@ -6,6 +6,7 @@ mod cleanup;
 mod distribute;
 mod error;
 mod keys;
+mod live;
 pub mod metrics;
 mod migrate;
 mod outcome;
@@ -22,6 +23,10 @@ pub use cleanup::{
 pub use distribute::{DistributionReport, distribute};
 pub use error::{DatabaseError, Error, InputProblem};
 pub use keys::{DatabaseKeys, KeySource, WrappingKey};
+pub use live::{
+    ENDED_CHANNEL, LiveSession, LiveSessions, LiveSettings, LiveStatus, MAX_ACTIVITY_BATCH,
+    MAX_LIVE_CAPACITY, MAX_STALENESS_BOUND,
+};
 pub use migrate::{
     MIGRATIONS, Migration, MigrationReport, MigrationStatus, migrate, migration_status,
 };

@@ -10,6 +10,11 @@
 //! | `auth_sessions_cleanup_batches_total` | counter | | cleanup batches run |
 //! | `auth_sessions_pool_wait_seconds` | histogram | | time each call waited for a pooled connection |
 //! | `auth_sessions_pool_timeouts_total` | counter | | calls that found no connection within the pool's timeouts |
+//! | `auth_sessions_live_checks_total` | counter | `answer`: memory, database | checks of [`crate::LiveSessions::check`] by where the answer came from |
+//! | `auth_sessions_live_endings_total` | counter | | session endings heard by the listening connections |
+//! | `auth_sessions_live_activity_batches_total` | counter | | activity statements written by [`crate::LiveSessions`] |
+//! | `auth_sessions_live_activity_rows_total` | counter | | sessions those statements wrote |
+//! | `auth_sessions_live_listen_failures_total` | counter | | listening connections that failed (each then empties memory when it opens again) |
 
 use std::time::Duration;
 
@@ -29,6 +34,17 @@ pub const CLEANUP_BATCHES: &str = "auth_sessions_cleanup_batches_total";
 pub const POOL_WAIT: &str = "auth_sessions_pool_wait_seconds";
 /// Calls that found no pooled connection in time.
 pub const POOL_TIMEOUTS: &str = "auth_sessions_pool_timeouts_total";
+
+/// Live-session checks by where the answer came from.
+pub const LIVE_CHECKS: &str = "auth_sessions_live_checks_total";
+/// Session endings heard by the listening connections.
+pub const LIVE_ENDINGS: &str = "auth_sessions_live_endings_total";
+/// Activity statements written by live sessions.
+pub const LIVE_ACTIVITY_BATCHES: &str = "auth_sessions_live_activity_batches_total";
+/// Sessions written by those statements.
+pub const LIVE_ACTIVITY_ROWS: &str = "auth_sessions_live_activity_rows_total";
+/// Listening connections that failed.
+pub const LIVE_LISTEN_FAILURES: &str = "auth_sessions_live_listen_failures_total";
 
 /// Describes every metric to the installed recorder (its help texts). Optional: counters are
 /// recorded whether or not this ran.
@@ -50,6 +66,14 @@ pub fn describe() {
         POOL_TIMEOUTS,
         "Calls that found no pooled connection in time."
     );
+    metrics::describe_counter!(
+        LIVE_CHECKS,
+        "Live-session checks, by where the answer came from."
+    );
+    metrics::describe_counter!(LIVE_ENDINGS, "Session endings heard.");
+    metrics::describe_counter!(LIVE_ACTIVITY_BATCHES, "Batched activity statements.");
+    metrics::describe_counter!(LIVE_ACTIVITY_ROWS, "Sessions written by activity batches.");
+    metrics::describe_counter!(LIVE_LISTEN_FAILURES, "Listening connections that failed.");
 }
 
 pub(crate) fn rotation(outcome: &Rotation, grace: bool) {
@@ -85,4 +109,22 @@ pub(crate) fn pool_wait(waited: Duration, timed_out: bool) {
     if timed_out {
         metrics::counter!(POOL_TIMEOUTS).increment(1);
     }
+}
+
+pub(crate) fn live_check(from_memory: bool) {
+    let answer = if from_memory { "memory" } else { "database" };
+    metrics::counter!(LIVE_CHECKS, "answer" => answer).increment(1);
+}
+
+pub(crate) fn live_ending() {
+    metrics::counter!(LIVE_ENDINGS).increment(1);
+}
+
+pub(crate) fn live_activity_batch(rows: u64) {
+    metrics::counter!(LIVE_ACTIVITY_BATCHES).increment(1);
+    metrics::counter!(LIVE_ACTIVITY_ROWS).increment(rows);
+}
+
+pub(crate) fn live_listen_failure() {
+    metrics::counter!(LIVE_LISTEN_FAILURES).increment(1);
 }

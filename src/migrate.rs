@@ -64,6 +64,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "plan_cache_mode",
         sql: include_str!("../schema/014_plan_cache_mode.sql"),
     },
+    Migration {
+        version: 15,
+        name: "session_end_notify",
+        sql: include_str!("../schema/015_session_end_notify.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serializes migration runs (an arbitrary constant).

@@ -352,6 +352,7 @@ pub fn build_pool_with_tls(
         }
     });
     let connector = connector(tls)?;
+    let listen_config = config.clone();
     let manager = Manager::from_config(
         config,
         connector.clone(),
@@ -367,7 +368,8 @@ pub fn build_pool_with_tls(
         .runtime(Runtime::Tokio1)
         .build()
         .map_err(|err| Error::Config(format!("pool: {err}")))?;
-    register_connector(&pool, connector);
+    register_connector(&pool, connector.clone());
+    register_connect_settings(&pool, listen_config, connector);
     Ok(pool)
 }
 
@@ -757,6 +759,40 @@ pub(crate) fn pool_connector(pool: &Pool) -> Option<MakeRustlsConnect> {
         .iter()
         .find(|(entry, weak, _)| *entry == address && weak.upgrade().is_some())
         .map(|(_, _, connector)| connector.clone())
+}
+
+/// The connection settings (configuration and TLS connector) of every live pool this process
+/// built, for the connections that are not the pool's own but must be opened exactly like
+/// them: the listening connections of [`crate::LiveSessions`]. Keyed as [`CONNECTORS`].
+static CONNECT_SETTINGS: Mutex<Vec<(usize, WeakPool, tokio_postgres::Config, MakeRustlsConnect)>> =
+    Mutex::new(Vec::new());
+
+fn register_connect_settings(
+    pool: &Pool,
+    config: tokio_postgres::Config,
+    connector: MakeRustlsConnect,
+) {
+    let mut settings = CONNECT_SETTINGS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    settings.retain(|(_, weak, _, _)| weak.upgrade().is_some());
+    settings.push((pool_address(pool), pool.weak(), config, connector));
+}
+
+/// The configuration (with the options, keepalives and TLS mode every pooled connection gets)
+/// and TLS connector `pool` opens its connections with; `None` when this crate did not build
+/// it.
+pub(crate) fn pool_connect_settings(
+    pool: &Pool,
+) -> Option<(tokio_postgres::Config, MakeRustlsConnect)> {
+    let address = pool_address(pool);
+    let settings = CONNECT_SETTINGS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    settings
+        .iter()
+        .find(|(entry, weak, _, _)| *entry == address && weak.upgrade().is_some())
+        .map(|(_, _, config, connector)| (config.clone(), connector.clone()))
 }
 
 /// The longest a cancel request to `pool`'s server may take: its create timeout (opening the

@@ -1025,6 +1025,86 @@ impl SessionRepo {
     }
 }
 
+/// The calls behind [`crate::LiveSessions`] (src/live.rs).
+impl SessionRepo {
+    /// Keeps the live sessions this instance meets in memory, so that most checks of a session
+    /// cost no database call, with every end of a session pushed by the database: see
+    /// [`crate::LiveSessions`]. Spawns its background task (listening, heartbeats, activity
+    /// batches) on the current tokio runtime; stop it with [`crate::LiveSessions::shutdown`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for settings out of range ([`crate::LiveSettings`]), among them
+    /// a flush interval that leaves no room under the idle timeout;
+    /// [`Error::Config`] when the pool was not built by this crate (the listening connection
+    /// must be opened exactly like the pool's) or no tokio runtime is running.
+    pub fn live_sessions(
+        &self,
+        settings: crate::LiveSettings,
+    ) -> Result<crate::LiveSessions, Error> {
+        crate::live::LiveSessions::start(self.clone(), settings)
+    }
+
+    /// The live session (`key`) with the database clock it was read at, or `None` when it is
+    /// not live. One statement, on the hot path.
+    pub(crate) async fn live_session_by_key(
+        &self,
+        key: SessionKey,
+    ) -> Result<Option<q::LiveSessionByKey>, Error> {
+        self.with_client(Route::Read, async |client| {
+            Ok(q::get_live_session_by_key()
+                .bind(
+                    client,
+                    &key.user_id,
+                    &key.session_id,
+                    &self.policy.idle_seconds(),
+                )
+                .opt()
+                .await?)
+        })
+        .await
+    }
+
+    /// Records activity on many sessions in one statement (see
+    /// `queries/sessions.sql`, record_activity_batch); `batch` sorted by key. Returns every
+    /// live session of the batch with its stored activity time and whether it was written.
+    pub(crate) async fn record_activity_batch(
+        &self,
+        batch: &[(SessionKey, Option<IpAddr>)],
+    ) -> Result<Vec<(SessionKey, Activity)>, Error> {
+        let user_ids: Vec<Uuid> = batch.iter().map(|(key, _)| key.user_id).collect();
+        let ids: Vec<Uuid> = batch.iter().map(|(key, _)| key.session_id).collect();
+        let ips: Vec<String> = batch
+            .iter()
+            .map(|(_, ip)| ip.map(|ip| ip.to_string()).unwrap_or_default())
+            .collect();
+        self.with_client(Route::Write, async |client| {
+            let rows = q::record_activity_batch()
+                .bind(
+                    client,
+                    &user_ids,
+                    &ids,
+                    &ips,
+                    &self.policy.idle_seconds(),
+                    &self.policy.activity_seconds(),
+                )
+                .all()
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|row| {
+                    let activity = Activity {
+                        last_active_at: row.last_active_at,
+                        written: row.written,
+                    };
+                    (SessionKey::new(row.user_id, row.id), activity)
+                })
+                .collect())
+        })
+        .await
+    }
+}
+
 /// `err`, or [`Error::ForcedGenericPlan`] when it is Citus refusing a generic plan: a
 /// feature-not-supported error (SQLSTATE 0A000) on a connection whose `plan_cache_mode` is
 /// `force_generic_plan`. The connection is asked only after such an error; when it cannot

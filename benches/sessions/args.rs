@@ -13,6 +13,7 @@ pub(crate) struct Args {
     pub(crate) only_lookups: bool,
     pub(crate) only_pipelined: bool,
     pub(crate) only_reuse_proof: bool,
+    pub(crate) only_live: bool,
     pub(crate) pipeline_connections: usize,
 }
 
@@ -28,6 +29,7 @@ pub(crate) fn args() -> Args {
         only_lookups: false,
         only_pipelined: false,
         only_reuse_proof: false,
+        only_live: false,
         pipeline_connections: 2,
     };
     let mut it = std::env::args().skip(1);
@@ -53,6 +55,7 @@ pub(crate) fn args() -> Args {
             "--only-lookups" => args.only_lookups = true,
             "--only-pipelined" => args.only_pipelined = true,
             "--only-reuse-proof" => args.only_reuse_proof = true,
+            "--only-live" => args.only_live = true,
             "--pipeline-connections" => {
                 args.pipeline_connections = value(&mut it, "--pipeline-connections")
             }

@@ -29,7 +29,10 @@
 //!    used;
 //! 10. the reuse proof (`--only-reuse-proof` runs this alone): `rotate` and `validate` of a
 //!     forged generation-0 token against a session at generation 10,000, beside a forged parent,
-//!     a genuine refresh and a lookup (`benches/sessions/reuse_proof.rs`).
+//!     a genuine refresh and a lookup (`benches/sessions/reuse_proof.rs`);
+//! 11. live sessions (`--only-live` runs this alone): `LiveSessions::check` from memory against
+//!     `find_by_token`, and activity recorded in memory and written in batches against
+//!     `record_activity`, at 1 and 8 callers (`benches/sessions/live.rs`).
 //!
 //! Where things are: `args` (the flags), `measure` (runs, slices, report rows), `data` (the
 //! database and the sessions loaded into it), `hand` (the hand-written baseline), `repo`
@@ -49,6 +52,7 @@ mod repo;
 
 mod cleanup;
 mod hot_path;
+mod live;
 mod lookups;
 mod operations;
 mod reuse_proof;
@@ -80,6 +84,9 @@ async fn run(args: args::Args) -> Result<(), BoxError> {
     if args.only_reuse_proof {
         return reuse_proof::run(&args, &config, &client).await;
     }
+    if args.only_live {
+        return live::run(&args, &config, &client, &data).await;
+    }
     if !args.only_cleanup {
         storage::run(&client).await?;
         let ops = data::prepare_ops(&args, &client).await?;
@@ -94,6 +101,7 @@ async fn run(args: args::Args) -> Result<(), BoxError> {
     if !args.only_cleanup {
         hot_path::run(&args, &config, &client, &data).await?;
         reuse_proof::run(&args, &config, &client).await?;
+        live::run(&args, &config, &client, &data).await?;
     }
     Ok(())
 }

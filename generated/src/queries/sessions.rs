@@ -93,6 +93,25 @@ pub struct DeleteIdleSessionsInKeyRangeParams {
     pub to_id: uuid::Uuid,
     pub idle_seconds: i64,
 }
+#[derive(Clone, Copy, Debug)]
+pub struct GetLiveSessionByKeyParams {
+    pub user_id: uuid::Uuid,
+    pub id: uuid::Uuid,
+    pub idle_seconds: Option<i64>,
+}
+#[derive(Debug)]
+pub struct RecordActivityBatchParams<
+    T1: crate::ArraySql<Item = uuid::Uuid>,
+    T2: crate::ArraySql<Item = uuid::Uuid>,
+    T3: crate::StringSql,
+    T4: crate::ArraySql<Item = T3>,
+> {
+    pub user_ids: T1,
+    pub ids: T2,
+    pub ip_addresses: T4,
+    pub idle_seconds: Option<i64>,
+    pub min_interval_seconds: i64,
+}
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewSessionRow {
     pub id: uuid::Uuid,
@@ -318,6 +337,22 @@ pub struct SessionStats {
     pub max_live_per_user: i64,
     pub table_bytes: i64,
     pub index_bytes: i64,
+}
+#[derive(Debug, Clone, PartialEq, Copy)]
+pub struct LiveSessionByKey {
+    pub user_id: uuid::Uuid,
+    pub id: uuid::Uuid,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub last_active_at: chrono::DateTime<chrono::Utc>,
+    pub ip_address: Option<std::net::IpAddr>,
+    pub db_now: chrono::DateTime<chrono::Utc>,
+}
+#[derive(Debug, Clone, PartialEq, Copy)]
+pub struct BatchActivity {
+    pub user_id: uuid::Uuid,
+    pub id: uuid::Uuid,
+    pub last_active_at: chrono::DateTime<chrono::Utc>,
+    pub written: bool,
 }
 use crate::client::async_::GenericClient;
 use futures::{self, StreamExt, TryStreamExt};
@@ -926,6 +961,137 @@ where
 {
     pub fn map<R>(self, mapper: fn(SessionStats) -> R) -> SessionStatsQuery<'c, 'a, 's, C, R, N> {
         SessionStatsQuery {
+            client: self.client,
+            params: self.params,
+            query: self.query,
+            cached: self.cached,
+            extractor: self.extractor,
+            mapper,
+        }
+    }
+    pub async fn one(self) -> Result<T, tokio_postgres::Error> {
+        let row =
+            crate::client::async_::one(self.client, self.query, &self.params, self.cached).await?;
+        Ok((self.mapper)((self.extractor)(&row)?))
+    }
+    pub async fn all(self) -> Result<Vec<T>, tokio_postgres::Error> {
+        self.iter().await?.try_collect().await
+    }
+    pub async fn opt(self) -> Result<Option<T>, tokio_postgres::Error> {
+        let opt_row =
+            crate::client::async_::opt(self.client, self.query, &self.params, self.cached).await?;
+        Ok(opt_row
+            .map(|row| {
+                let extracted = (self.extractor)(&row)?;
+                Ok((self.mapper)(extracted))
+            })
+            .transpose()?)
+    }
+    pub async fn iter(
+        self,
+    ) -> Result<
+        impl futures::Stream<Item = Result<T, tokio_postgres::Error>> + 'c,
+        tokio_postgres::Error,
+    > {
+        let stream = crate::client::async_::raw(
+            self.client,
+            self.query,
+            crate::slice_iter(&self.params),
+            self.cached,
+        )
+        .await?;
+        let mapped = stream
+            .map(move |res| {
+                res.and_then(|row| {
+                    let extracted = (self.extractor)(&row)?;
+                    Ok((self.mapper)(extracted))
+                })
+            })
+            .into_stream();
+        Ok(mapped)
+    }
+}
+pub struct LiveSessionByKeyQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
+    client: &'c C,
+    params: [&'a (dyn postgres_types::ToSql + Sync); N],
+    query: &'static str,
+    cached: Option<&'s tokio_postgres::Statement>,
+    extractor: fn(&tokio_postgres::Row) -> Result<LiveSessionByKey, tokio_postgres::Error>,
+    mapper: fn(LiveSessionByKey) -> T,
+}
+impl<'c, 'a, 's, C, T: 'c, const N: usize> LiveSessionByKeyQuery<'c, 'a, 's, C, T, N>
+where
+    C: GenericClient,
+{
+    pub fn map<R>(
+        self,
+        mapper: fn(LiveSessionByKey) -> R,
+    ) -> LiveSessionByKeyQuery<'c, 'a, 's, C, R, N> {
+        LiveSessionByKeyQuery {
+            client: self.client,
+            params: self.params,
+            query: self.query,
+            cached: self.cached,
+            extractor: self.extractor,
+            mapper,
+        }
+    }
+    pub async fn one(self) -> Result<T, tokio_postgres::Error> {
+        let row =
+            crate::client::async_::one(self.client, self.query, &self.params, self.cached).await?;
+        Ok((self.mapper)((self.extractor)(&row)?))
+    }
+    pub async fn all(self) -> Result<Vec<T>, tokio_postgres::Error> {
+        self.iter().await?.try_collect().await
+    }
+    pub async fn opt(self) -> Result<Option<T>, tokio_postgres::Error> {
+        let opt_row =
+            crate::client::async_::opt(self.client, self.query, &self.params, self.cached).await?;
+        Ok(opt_row
+            .map(|row| {
+                let extracted = (self.extractor)(&row)?;
+                Ok((self.mapper)(extracted))
+            })
+            .transpose()?)
+    }
+    pub async fn iter(
+        self,
+    ) -> Result<
+        impl futures::Stream<Item = Result<T, tokio_postgres::Error>> + 'c,
+        tokio_postgres::Error,
+    > {
+        let stream = crate::client::async_::raw(
+            self.client,
+            self.query,
+            crate::slice_iter(&self.params),
+            self.cached,
+        )
+        .await?;
+        let mapped = stream
+            .map(move |res| {
+                res.and_then(|row| {
+                    let extracted = (self.extractor)(&row)?;
+                    Ok((self.mapper)(extracted))
+                })
+            })
+            .into_stream();
+        Ok(mapped)
+    }
+}
+pub struct BatchActivityQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
+    client: &'c C,
+    params: [&'a (dyn postgres_types::ToSql + Sync); N],
+    query: &'static str,
+    cached: Option<&'s tokio_postgres::Statement>,
+    extractor: fn(&tokio_postgres::Row) -> Result<BatchActivity, tokio_postgres::Error>,
+    mapper: fn(BatchActivity) -> T,
+}
+impl<'c, 'a, 's, C, T: 'c, const N: usize> BatchActivityQuery<'c, 'a, 's, C, T, N>
+where
+    C: GenericClient,
+{
+    pub fn map<R>(self, mapper: fn(BatchActivity) -> R) -> BatchActivityQuery<'c, 'a, 's, C, R, N> {
+        BatchActivityQuery {
             client: self.client,
             params: self.params,
             query: self.query,
@@ -1979,5 +2145,165 @@ impl SessionStatsStmt {
             },
             mapper: |it| SessionStats::from(it),
         }
+    }
+}
+pub struct GetLiveSessionByKeyStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Reads live session (`user_id`, `id`) by its primary key, for a caller that already
+/// authenticated the key (an access token it verified): its expiry, last activity and address,
+/// with the database clock (`db_now`) the answer was decided at. No row when it is not live.
+pub fn get_live_session_by_key() -> GetLiveSessionByKeyStmt {
+    GetLiveSessionByKeyStmt(
+        "SELECT user_id, id, expires_at, last_active_at, ip_address, now() AS db_now FROM auth.user_sessions WHERE user_id = $1 AND id = $2 AND auth.session_is_live(revoked_at, expires_at, last_active_at, $3::bigint, now())",
+        None,
+    )
+}
+impl GetLiveSessionByKeyStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient>(
+        &'s self,
+        client: &'c C,
+        user_id: &'a uuid::Uuid,
+        id: &'a uuid::Uuid,
+        idle_seconds: &'a Option<i64>,
+    ) -> LiveSessionByKeyQuery<'c, 'a, 's, C, LiveSessionByKey, 3> {
+        LiveSessionByKeyQuery {
+            client,
+            params: [user_id, id, idle_seconds],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor:
+                |row: &tokio_postgres::Row| -> Result<LiveSessionByKey, tokio_postgres::Error> {
+                    Ok(LiveSessionByKey {
+                        user_id: row.try_get(0)?,
+                        id: row.try_get(1)?,
+                        expires_at: row.try_get(2)?,
+                        last_active_at: row.try_get(3)?,
+                        ip_address: row.try_get(4)?,
+                        db_now: row.try_get(5)?,
+                    })
+                },
+            mapper: |it| LiveSessionByKey::from(it),
+        }
+    }
+}
+impl<'c, 'a, 's, C: GenericClient>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        GetLiveSessionByKeyParams,
+        LiveSessionByKeyQuery<'c, 'a, 's, C, LiveSessionByKey, 3>,
+        C,
+    > for GetLiveSessionByKeyStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a GetLiveSessionByKeyParams,
+    ) -> LiveSessionByKeyQuery<'c, 'a, 's, C, LiveSessionByKey, 3> {
+        self.bind(client, &params.user_id, &params.id, &params.idle_seconds)
+    }
+}
+pub struct RecordActivityBatchStmt(&'static str, Option<tokio_postgres::Statement>);
+/// Records activity on many live sessions in one statement: the sessions (`user_ids[i]`,
+/// `ids[i]`), each with its client's address as text (`ip_addresses[i]`, empty when unknown).
+/// As update_session_activity, a session is written only when its `last_active_at` is at least
+/// `min_interval_seconds` old or its address changed, and only while live. Returns every live
+/// session of the batch with its activity time (the new one when written) and whether it was
+/// written, so the caller learns what is stored even when nothing was due. Callers pass keys
+/// sorted, so concurrent batches lock shared rows in one order.
+pub fn record_activity_batch() -> RecordActivityBatchStmt {
+    RecordActivityBatchStmt(
+        "WITH batch AS ( SELECT b.user_id, b.id, nullif(b.ip, '')::inet AS ip FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS b(user_id, id, ip) ), touched AS ( UPDATE auth.user_sessions s SET last_active_at = now(), ip_address = coalesce(b.ip, s.ip_address) FROM batch b WHERE s.user_id = b.user_id AND s.id = b.id AND auth.session_is_live(s.revoked_at, s.expires_at, s.last_active_at, $4::bigint, now()) AND (s.last_active_at <= now() - make_interval(secs => $5::bigint) OR s.ip_address IS DISTINCT FROM coalesce(b.ip, s.ip_address)) RETURNING s.user_id, s.id, s.last_active_at ) SELECT s.user_id, s.id, coalesce(t.last_active_at, s.last_active_at) AS last_active_at, t.id IS NOT NULL AS written FROM batch b JOIN auth.user_sessions s ON s.user_id = b.user_id AND s.id = b.id LEFT JOIN touched t ON t.user_id = s.user_id AND t.id = s.id WHERE t.id IS NOT NULL OR auth.session_is_live(s.revoked_at, s.expires_at, s.last_active_at, $4::bigint, now())",
+        None,
+    )
+}
+impl RecordActivityBatchStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<
+        'c,
+        'a,
+        's,
+        C: GenericClient,
+        T1: crate::ArraySql<Item = uuid::Uuid>,
+        T2: crate::ArraySql<Item = uuid::Uuid>,
+        T3: crate::StringSql,
+        T4: crate::ArraySql<Item = T3>,
+    >(
+        &'s self,
+        client: &'c C,
+        user_ids: &'a T1,
+        ids: &'a T2,
+        ip_addresses: &'a T4,
+        idle_seconds: &'a Option<i64>,
+        min_interval_seconds: &'a i64,
+    ) -> BatchActivityQuery<'c, 'a, 's, C, BatchActivity, 5> {
+        BatchActivityQuery {
+            client,
+            params: [
+                user_ids,
+                ids,
+                ip_addresses,
+                idle_seconds,
+                min_interval_seconds,
+            ],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor: |row: &tokio_postgres::Row| -> Result<BatchActivity, tokio_postgres::Error> {
+                Ok(BatchActivity {
+                    user_id: row.try_get(0)?,
+                    id: row.try_get(1)?,
+                    last_active_at: row.try_get(2)?,
+                    written: row.try_get(3)?,
+                })
+            },
+            mapper: |it| BatchActivity::from(it),
+        }
+    }
+}
+impl<
+    'c,
+    'a,
+    's,
+    C: GenericClient,
+    T1: crate::ArraySql<Item = uuid::Uuid>,
+    T2: crate::ArraySql<Item = uuid::Uuid>,
+    T3: crate::StringSql,
+    T4: crate::ArraySql<Item = T3>,
+>
+    crate::client::async_::Params<
+        'c,
+        'a,
+        's,
+        RecordActivityBatchParams<T1, T2, T3, T4>,
+        BatchActivityQuery<'c, 'a, 's, C, BatchActivity, 5>,
+        C,
+    > for RecordActivityBatchStmt
+{
+    fn params(
+        &'s self,
+        client: &'c C,
+        params: &'a RecordActivityBatchParams<T1, T2, T3, T4>,
+    ) -> BatchActivityQuery<'c, 'a, 's, C, BatchActivity, 5> {
+        self.bind(
+            client,
+            &params.user_ids,
+            &params.ids,
+            &params.ip_addresses,
+            &params.idle_seconds,
+            &params.min_interval_seconds,
+        )
     }
 }
