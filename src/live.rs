@@ -280,6 +280,8 @@ struct Inner {
     flush_now: Notify,
     /// Wakes waiters of [`LiveSessions::listening`] on each heartbeat heard.
     heard: Notify,
+    /// Asks every listening connection for a heartbeat now ([`LiveSessions::caught_up`]).
+    beat_now: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     counters: Counters,
@@ -465,6 +467,7 @@ impl LiveSessions {
             heartbeat_channel: format!("auth_sessions_heartbeat_{}", hex::encode(tag)),
             flush_now: Notify::new(),
             heard: Notify::new(),
+            beat_now: watch::channel(0).0,
             shutdown: watch::channel(false).0,
             task: Mutex::new(None),
             counters: Counters::default(),
@@ -621,6 +624,40 @@ impl LiveSessions {
             }
             if tokio::time::timeout_at(deadline, heard).await.is_err() {
                 return lock(&self.inner.state).fresh(Instant::now());
+            }
+        }
+    }
+
+    /// Waits until every session ending committed before this call is reflected by
+    /// [`check`](Self::check), at most `within`: each listening connection sends a heartbeat
+    /// at once, and notifications arrive in commit order, so hearing it back proves the
+    /// endings committed before it were heard. Returns `true` then. When `within` passes
+    /// first, memory is cleared instead (the next checks read the database) and it returns
+    /// `false`: either way the endings are reflected when it returns.
+    ///
+    /// A service calls it after ending sessions itself (logout, revoking one, all or all but
+    /// one, a reuse detected), so that its own next request refuses them: other instances
+    /// hear of them as quickly, by the same push.
+    pub async fn caught_up(&self, within: Duration) -> bool {
+        let target = Instant::now() + self.inner.settings.staleness_bound;
+        let reached = |state: &State| state.fresh_until().is_some_and(|until| until >= target);
+        let deadline = Instant::now() + within;
+        self.inner
+            .beat_now
+            .send_modify(|asked| *asked = asked.wrapping_add(1));
+        loop {
+            let heard = self.inner.heard.notified();
+            if reached(&lock(&self.inner.state)) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, heard).await.is_err() {
+                let mut state = lock(&self.inner.state);
+                if reached(&state) {
+                    return true;
+                }
+                state.clear();
+                self.inner.counters.clears.fetch_add(1, Ordering::Relaxed);
+                return false;
             }
         }
     }
@@ -1052,6 +1089,8 @@ async fn listen_once(
     inner.opened(index);
     let mut tick = tokio::time::interval(inner.settings.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beats = inner.beat_now.subscribe();
+    beats.mark_unchanged();
     loop {
         tokio::select! {
             () = stopped(&mut shutdown) => return Ok(()),
@@ -1069,15 +1108,18 @@ async fn listen_once(
                         "heartbeats of the listening connection not heard back",
                     ));
                 }
-                *seq += 1;
-                inner.heartbeat(index, *seq);
-                let statement = format!(
-                    "SELECT pg_notify('{}', '{}')",
-                    inner.heartbeat_channel, seq
-                );
-                within(bound, client.batch_execute(&statement)).await?;
+            }
+            // Somebody waits in `caught_up`: a heartbeat now.
+            asked = beats.changed() => {
+                if asked.is_err() {
+                    return Ok(());
+                }
             }
         }
+        *seq += 1;
+        inner.heartbeat(index, *seq);
+        let statement = format!("SELECT pg_notify('{}', '{}')", inner.heartbeat_channel, seq);
+        within(bound, client.batch_execute(&statement)).await?;
     }
 }
 

@@ -475,3 +475,40 @@ async fn dropping_every_handle_stops_the_listening_connection_push() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test]
+async fn caught_up_makes_an_instances_own_revocation_refused_at_its_next_check_push() {
+    let db = TestDb::new().await;
+    let repo = SessionRepo::new(db.pool.clone());
+    // Heartbeats every 20 s: any heard within the test was asked for by `caught_up`.
+    let live = started(&repo, quiet()).await;
+    let user = db.user().await;
+    let key = session(&repo, user).await;
+    let other = session(&repo, user).await;
+    assert_eq!(check(&live, key).await, (true, false));
+    assert_eq!(check(&live, other).await, (true, false));
+    let before = live.status();
+
+    assert!(repo.revoke(key).await.unwrap());
+    assert!(live.caught_up(Duration::from_secs(10)).await, "heard back");
+    let after = live.status();
+    assert_eq!(
+        after.endings_heard,
+        before.endings_heard + 1,
+        "the ending was heard first"
+    );
+    assert!(after.heartbeats_heard > before.heartbeats_heard);
+    assert_eq!(
+        check(&live, key).await,
+        (false, true),
+        "refused from memory"
+    );
+    assert_eq!(check(&live, other).await, (true, true));
+    assert_eq!(live.status().database_answers, before.database_answers);
+
+    // Nothing to hear it on: memory is cleared instead, and the next check reads the database.
+    live.shutdown().await;
+    assert!(!live.caught_up(Duration::from_millis(20)).await);
+    assert_eq!(live.status().entries, 0);
+    assert_eq!(check(&live, other).await, (true, false));
+}
