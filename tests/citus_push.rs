@@ -1,17 +1,15 @@
 //! Live sessions on a Citus cluster: session endings raised on the workers (where the shards
 //! and their triggers are) reach an instance that listens on every node
-//! (`LiveSettings::citus_nodes`). Ignored by default, like tests/citus.rs, and run the same way:
+//! (`LiveSettings::citus_nodes`). Ignored by default, like the other tests/citus_*.rs, and run the same way:
 //!
 //! ```text
 //! CITUS_URL=postgres://postgres@127.0.0.1:9700/<db> \
-//!     cargo test --test push_citus -- --ignored --test-threads=1
+//!     cargo test --test citus_push -- --ignored --test-threads=1
 //! ```
 //!
 //! Not yet run on a cluster: written with the feature, to be run by hand on a coordinator with
 //! two workers.
 
-// Only part of the cluster helpers is used here.
-#[allow(dead_code)]
 #[path = "common/citus.rs"]
 mod cluster;
 
