@@ -18,6 +18,12 @@ pub const LOGIN_FAILURES: &str = "auth_service_login_failures_total";
 pub const LOGINS: &str = "auth_service_logins_total";
 /// Requests refused by a rate limiter, by route.
 pub const RATE_LIMITED: &str = "auth_service_rate_limited_total";
+/// Logins that waited for their turn (throttled per account and network), by route.
+pub const LOGIN_DELAYS: &str = "auth_service_login_delays_total";
+/// Connections open now (public listener).
+pub const OPEN_CONNECTIONS: &str = "auth_service_open_connections";
+/// argon2id verifications run.
+pub const PASSWORD_VERIFICATIONS: &str = "auth_service_password_verifications_total";
 /// Refreshes by outcome.
 pub const REFRESHES: &str = "auth_service_refreshes_total";
 /// Authorised requests refused because the session is no longer live.
@@ -42,6 +48,9 @@ pub fn prometheus() -> PrometheusHandle {
             metrics::describe_counter!(LOGIN_FAILURES, "Failed logins by reason.");
             metrics::describe_counter!(LOGINS, "Successful logins.");
             metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limiter.");
+            metrics::describe_counter!(LOGIN_DELAYS, "Logins that waited for their turn.");
+            metrics::describe_gauge!(OPEN_CONNECTIONS, "Connections open now.");
+            metrics::describe_counter!(PASSWORD_VERIFICATIONS, "argon2id verifications run.");
             metrics::describe_counter!(REFRESHES, "Refresh requests by outcome.");
             metrics::describe_counter!(
                 DEAD_SESSIONS,
@@ -52,15 +61,16 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// Middleware: counts every request by method, matched route (never the raw path, which
-/// would make a label per session id) and status, and times it.
+/// Middleware: counts every request by method (a fixed set, others `other`), matched route
+/// (never the raw path, which would make a label per session id; no route: `unmatched`) and
+/// status, and times it.
 pub async fn track(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let start = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
@@ -70,11 +80,27 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
+/// The method as a label: one of a fixed set, any other `other` (hyper accepts any token as a
+/// method, and each would be a new series).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), with tokio-postgres capped at info
 /// whatever `RUST_LOG` says (see [`loggable`]).
 pub fn init_logging() {
     use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
@@ -84,9 +110,55 @@ pub fn init_logging() {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(filter.and(filter_fn(loggable))),
+                .with_filter(filter.and(Quiet)),
         )
         .try_init();
+}
+
+/// The service's own filter under `RUST_LOG`: [`loggable`], and none of the server's `NOTICE`s
+/// (every start reruns the migrations' `IF NOT EXISTS`, each a notice tokio-postgres logs at
+/// info). The server's warnings still reach the log.
+struct Quiet;
+
+impl<S> tracing_subscriber::layer::Filter<S> for Quiet {
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        loggable(metadata)
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let target = event.metadata().target();
+        if !target.starts_with("tokio_postgres") {
+            return true;
+        }
+        let mut notice = NoticeProbe(false);
+        event.record(&mut notice);
+        !notice.0
+    }
+}
+
+/// Finds whether an event's message is a server notice (`NOTICE: ...`).
+struct NoticeProbe(bool);
+
+impl tracing::field::Visit for NoticeProbe {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}").starts_with("NOTICE:");
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = value.starts_with("NOTICE:");
+        }
+    }
 }
 
 /// Whether an event may reach the log whatever `RUST_LOG` says: tokio-postgres logs every

@@ -5,6 +5,7 @@
 mod common;
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use auth_sessions::SessionPolicy;
@@ -181,7 +182,10 @@ async fn metrics_label_a_fixed_method_set_and_matched_routes_only_off_the_public
 async fn throttling_counts_guesses_at_one_account_from_many_addresses() {
     let db = TestDb::new().await;
     db.user("target@example.test").await;
-    let (base, _) = start(db.pool.clone(), SessionPolicy::default(), settings()).await;
+    let mut limits = settings();
+    limits.account_per_minute = NonZeroU32::new(10).unwrap();
+    limits.account_burst = NonZeroU32::new(20).unwrap();
+    let (base, _) = start(db.pool.clone(), SessionPolicy::default(), limits).await;
     // The owner has a session from 127.0.0.1.
     let owner = login_status(&http(), &base, "target@example.test", PASSWORD).await;
     assert_eq!(owner.status(), StatusCode::OK);
@@ -218,7 +222,8 @@ async fn throttling_counts_guesses_at_one_account_from_many_addresses() {
 }
 
 /// Past the per-address quota, the right password from that address (a shared NAT) still gets
-/// in, and a 429 (of the per-address quota) carries `Retry-After`.
+/// in for an account signed in from there, and a 429 (of the per-address quota) carries
+/// `Retry-After`.
 #[tokio::test]
 async fn throttling_never_locks_the_right_password_out_of_a_busy_address() {
     let db = TestDb::new().await;
@@ -229,6 +234,9 @@ async fn throttling_never_locks_the_right_password_out_of_a_busy_address() {
     tight.login_burst = std::num::NonZeroU32::new(2).unwrap();
     let (base, _) = start(db.pool.clone(), SessionPolicy::default(), tight).await;
     let client = http();
+    // Signed in from this address earlier (a phone on the same network).
+    let earlier = login_status(&client, &base, "nat@example.test", PASSWORD).await;
+    assert_eq!(earlier.status(), StatusCode::OK);
     let mut saw_429 = false;
     for _ in 0..4 {
         let response = login_status(&client, &base, "other@example.test", "guess").await;
@@ -547,4 +555,172 @@ fn serve_help_warns_about_the_secret_flag_and_offers_a_file() {
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(help.contains("--jwt-secret-file"), "{help}");
     assert!(help.contains("process list"), "{help}");
+}
+
+// ---------------------------------------------------------------- tests of the new settings
+
+/// At the connection cap, a new connection is not served until an open one closes.
+#[tokio::test]
+async fn idle_connection_cap_holds_new_connections_until_one_closes() {
+    let db = TestDb::new().await;
+    let mut capped = settings();
+    capped.connections.max_connections = 20;
+    capped.connections.header_read_timeout = Duration::from_secs(120);
+    let (base, _) = start(db.pool.clone(), SessionPolicy::default(), capped).await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(TcpStream::connect(host_port(&base)).await.unwrap());
+    }
+    // Accepted by the kernel, but not served: no answer while all 20 slots are held.
+    let mut waiting = TcpStream::connect(host_port(&base)).await.unwrap();
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 1024];
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), waiting.read(&mut buffer))
+            .await
+            .is_err(),
+        "a connection beyond the cap was served"
+    );
+    // One idle connection goes: the waiting one is served.
+    drop(idle.pop());
+    let read = tokio::time::timeout(Duration::from_secs(30), waiting.read(&mut buffer))
+        .await
+        .expect("served once a slot was free")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"));
+    drop(idle);
+    db.drop().await;
+}
+
+/// Past the per-account-and-address burst, attempts wait their turn instead of being refused:
+/// a wrong password is answered 401 after it, the right one gets in after it; only a queue
+/// longer than the longest delay is refused (429 with `Retry-After`).
+#[tokio::test]
+async fn throttling_slows_guesses_per_account_and_address_and_the_right_password_gets_in() {
+    let db = TestDb::new().await;
+    db.user("slowed@example.test").await;
+    let mut limits = settings();
+    limits.pair_per_minute = NonZeroU32::new(600).unwrap();
+    limits.pair_burst = NonZeroU32::new(2).unwrap();
+    let (base, state) = start(db.pool.clone(), SessionPolicy::default(), limits).await;
+    let client = http();
+    for _ in 0..2 {
+        let response = login_status(&client, &base, "slowed@example.test", "guess").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(state.delayed_logins(), 0, "within the burst: no wait");
+    let response = login_status(&client, &base, "slowed@example.test", "guess").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        state.delayed_logins(),
+        1,
+        "past the burst: the guess waited"
+    );
+    let response = login_status(&client, &base, "slowed@example.test", PASSWORD).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the right password got in"
+    );
+    assert_eq!(state.delayed_logins(), 2, "after its wait");
+
+    let mut strict = settings();
+    strict.pair_per_minute = NonZeroU32::new(1).unwrap();
+    strict.pair_burst = NonZeroU32::new(1).unwrap();
+    strict.login_max_delay = Duration::from_secs(1);
+    let (base, _) = start(db.pool.clone(), SessionPolicy::default(), strict).await;
+    let response = login_status(&client, &base, "slowed@example.test", "guess").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = login_status(&client, &base, "slowed@example.test", "guess").await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((50..=60).contains(&retry), "Retry-After {retry}");
+    db.drop().await;
+}
+
+/// Behind a chain of proxies, the client is the right-most address that is not a trusted proxy.
+#[tokio::test]
+async fn proxy_chain_gives_the_right_most_address_not_a_trusted_proxy() {
+    let db = TestDb::new().await;
+    db.user("chain@example.test").await;
+    let mut proxied = settings();
+    proxied.trusted_proxy_header = Some("x-forwarded-for".parse().unwrap());
+    proxied.trusted_proxies = vec![
+        "127.0.0.1/32".parse().unwrap(),
+        "10.0.0.0/8".parse().unwrap(),
+    ];
+    let (base, _) = start(db.pool.clone(), SessionPolicy::default(), proxied).await;
+    let response = http_from("127.0.0.1")
+        .post(format!("{base}/login"))
+        .header("x-forwarded-for", "8.8.8.8, 203.0.113.9, 10.1.1.1")
+        .json(&json!({"email": "chain@example.test", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let stored: String = db
+        .client()
+        .await
+        .query_one("SELECT host(ip_address) FROM auth.user_sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "203.0.113.9");
+    db.drop().await;
+}
+
+/// With a public origin configured, it is the only origin accepted, and an https one turns on
+/// `Strict-Transport-Security`.
+#[tokio::test]
+async fn origin_public_is_the_only_one_accepted_and_https_brings_hsts() {
+    let db = TestDb::new().await;
+    db.user("po@example.test").await;
+    let mut public = settings();
+    public.public_origin = Some("https://auth.example.test".into());
+    let (base, _) = start(db.pool.clone(), SessionPolicy::default(), public).await;
+    let cookie = page_cookie(&base, "po@example.test").await;
+    let response = http()
+        .post(format!("{base}/devices/revoke-others"))
+        .header("cookie", &cookie)
+        .header("origin", &base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::FORBIDDEN,
+        "the Host's origin is not the public one"
+    );
+    let response = http()
+        .post(format!("{base}/devices/revoke-others"))
+        .header("cookie", &cookie)
+        .header("origin", "https://auth.example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    // A Bearer call without cookie or Origin (not a browser) passes.
+    let session = common_login(&base, "po@example.test").await;
+    let response = http()
+        .post(format!("{base}/logout"))
+        .bearer_auth(s(&session, "access_token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = http().get(format!("{base}/healthz")).send().await.unwrap();
+    assert!(
+        response.headers()["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .starts_with("max-age=")
+    );
+    db.drop().await;
 }
