@@ -7,6 +7,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::span;
+use tracing_subscriber::layer::Context;
 
 /// HTTP requests by method, route and status.
 pub const REQUESTS: &str = "auth_service_requests_total";
@@ -100,7 +102,7 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 /// whatever `RUST_LOG` says (see [`loggable`]).
 pub fn init_logging() {
     use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::FilterExt;
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
@@ -108,56 +110,98 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::registry()
         .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter.and(Quiet)),
+            QuietNotices(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .with_filter(filter.and(filter_fn(loggable))),
         )
         .try_init();
 }
 
-/// The service's own filter under `RUST_LOG`: [`loggable`], and none of the server's `NOTICE`s
-/// (every start reruns the migrations' `IF NOT EXISTS`, each a notice tokio-postgres logs at
-/// info). The server's warnings still reach the log.
-struct Quiet;
+/// A layer that passes everything to `inner` but the server's `NOTICE`s (every start reruns
+/// the migrations' `IF NOT EXISTS`, each a notice tokio-postgres logs at info). The server's
+/// warnings and errors still reach the log. (tokio-postgres logs through the `log` crate,
+/// whose bridge skips `event_enabled`: the notice is dropped here, in `on_event`.)
+struct QuietNotices<L>(L);
 
-impl<S> tracing_subscriber::layer::Filter<S> for Quiet {
-    fn enabled(
-        &self,
-        metadata: &tracing::Metadata<'_>,
-        _: &tracing_subscriber::layer::Context<'_, S>,
-    ) -> bool {
-        loggable(metadata)
+impl<S, L> tracing_subscriber::Layer<S> for QuietNotices<L>
+where
+    S: tracing::Subscriber,
+    L: tracing_subscriber::Layer<S>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber);
     }
-
-    fn event_enabled(
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.0.on_layer(subscriber);
+    }
+    fn register_callsite(
         &self,
-        event: &tracing::Event<'_>,
-        _: &tracing_subscriber::layer::Context<'_, S>,
-    ) -> bool {
-        let target = event.metadata().target();
-        if !target.starts_with("tokio_postgres") {
-            return true;
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        self.0.register_callsite(metadata)
+    }
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, cx: Context<'_, S>) -> bool {
+        self.0.enabled(metadata, cx)
+    }
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, cx: Context<'_, S>) {
+        self.0.on_new_span(attrs, id, cx);
+    }
+    fn on_record(&self, span: &span::Id, values: &span::Record<'_>, cx: Context<'_, S>) {
+        self.0.on_record(span, values, cx);
+    }
+    fn on_follows_from(&self, span: &span::Id, follows: &span::Id, cx: Context<'_, S>) {
+        self.0.on_follows_from(span, follows, cx);
+    }
+    fn event_enabled(&self, event: &tracing::Event<'_>, cx: Context<'_, S>) -> bool {
+        self.0.event_enabled(event, cx)
+    }
+    fn on_event(&self, event: &tracing::Event<'_>, cx: Context<'_, S>) {
+        let mut probe = NoticeProbe::default();
+        event.record(&mut probe);
+        if !(probe.driver && probe.notice) {
+            self.0.on_event(event, cx);
         }
-        let mut notice = NoticeProbe(false);
-        event.record(&mut notice);
-        !notice.0
+    }
+    fn on_enter(&self, id: &span::Id, cx: Context<'_, S>) {
+        self.0.on_enter(id, cx);
+    }
+    fn on_exit(&self, id: &span::Id, cx: Context<'_, S>) {
+        self.0.on_exit(id, cx);
+    }
+    fn on_close(&self, id: span::Id, cx: Context<'_, S>) {
+        self.0.on_close(id, cx);
+    }
+    fn on_id_change(&self, old: &span::Id, new: &span::Id, cx: Context<'_, S>) {
+        self.0.on_id_change(old, new, cx);
     }
 }
 
-/// Finds whether an event's message is a server notice (`NOTICE: ...`).
-struct NoticeProbe(bool);
+/// Whether an event is a server notice tokio-postgres logged (`NOTICE: ...`).
+#[derive(Default)]
+struct NoticeProbe {
+    driver: bool,
+    notice: bool,
+}
+
+impl NoticeProbe {
+    fn see(&mut self, name: &str, value: &str) {
+        match name {
+            "message" => self.notice = value.starts_with("NOTICE:"),
+            "log.target" => self.driver = value.starts_with("tokio_postgres"),
+            _ => {}
+        }
+    }
+}
 
 impl tracing::field::Visit for NoticeProbe {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}").starts_with("NOTICE:");
+        if matches!(field.name(), "message" | "log.target") {
+            let text = format!("{value:?}");
+            self.see(field.name(), text.trim_matches('"'));
         }
     }
 
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "message" {
-            self.0 = value.starts_with("NOTICE:");
-        }
+        self.see(field.name(), value);
     }
 }
 

@@ -31,8 +31,8 @@ async fn debug_logging_prints_no_bind_parameters() {
             .unwrap()
             .is_some()
     );
-    // The logger is on, and tokio-postgres still reaches it at info (the server's notices),
-    // but not at debug, where it prints every statement with its bind parameters.
+    // The logger is on (the service's own info line), and tokio-postgres does not reach it at
+    // debug, where it prints every statement with its bind parameters.
     assert!(stderr.contains("INFO"), "{stderr}");
     assert!(
         !stderr
