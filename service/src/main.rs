@@ -164,32 +164,31 @@ fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("invalid --trusted-proxy {text:?}: not an address or CIDR network"))
 }
 
-/// `wanted` connections, or fewer if the process may not open that many files (the soft
-/// `RLIMIT_NOFILE` as `/proc/self/limits` shows it, less 256 for the database pool, logs and
-/// the listeners). Raise the limit (`ulimit -n`, `LimitNOFILE=`) for more.
+/// `wanted` connections, or fewer if the process may not open that many files: the soft
+/// `RLIMIT_NOFILE` is first raised to the hard limit, then the cap is lowered to it less 256
+/// (the database pool, logs, the listeners) if that is smaller. Raise the hard limit
+/// (`ulimit -Hn`, systemd's `LimitNOFILE=`) for more.
 fn within_open_files_limit(wanted: usize) -> usize {
-    let soft = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|limits| {
-            limits
-                .lines()
-                .find(|line| line.starts_with("Max open files"))
-                .and_then(|line| line.split_whitespace().nth(3))
-                .and_then(|soft| soft.parse::<usize>().ok())
-        });
-    match soft {
-        Some(soft) if wanted.saturating_add(256) > soft => {
-            let allowed = soft.saturating_sub(256).max(1);
-            tracing::warn!(
-                wanted,
-                allowed,
-                open_files_limit = soft,
-                "--max-connections lowered to fit the open-files limit"
-            );
-            allowed
+    let soft = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => soft,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read or raise the open-files limit");
+            return wanted;
         }
-        _ => wanted,
+    };
+    let allowed = usize::try_from(soft.saturating_sub(256))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if wanted > allowed {
+        tracing::warn!(
+            wanted,
+            allowed,
+            open_files_limit = soft,
+            "--max-connections lowered to fit the open-files limit"
+        );
+        return allowed;
     }
+    wanted
 }
 
 #[tokio::main]
