@@ -274,6 +274,9 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             let public_origin = public_origin
                 .map(|origin| check_origin(&origin))
                 .transpose()?;
+            if login_max_delay_secs >= 10 {
+                return Err("--login-max-delay-secs must be under the 10 s request timeout".into());
+            }
             let trusted_proxies = trusted_proxy
                 .iter()
                 .map(|text| parse_network(text))
