@@ -724,3 +724,47 @@ async fn origin_public_is_the_only_one_accepted_and_https_brings_hsts() {
     );
     db.drop().await;
 }
+
+/// IPv6 addresses of one /64 are one network: rotating through them does not reset the
+/// per-network limit; another /64 has its own.
+#[tokio::test]
+async fn throttling_counts_an_ipv6_64_as_one_network() {
+    let db = TestDb::new().await;
+    let mut limits = settings();
+    limits.login_per_minute = NonZeroU32::new(1).unwrap();
+    limits.login_burst = NonZeroU32::new(2).unwrap();
+    limits.trusted_proxy_header = Some("x-forwarded-for".parse().unwrap());
+    limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let (base, _) = start(db.pool.clone(), SessionPolicy::default(), limits).await;
+    let attempt = |client: &'static str, email: &'static str| {
+        let base = base.clone();
+        async move {
+            http()
+                .post(format!("{base}/login"))
+                .header("x-forwarded-for", client)
+                .json(&json!({"email": email, "password": "guess"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        attempt("2001:db8:1:2::1", "a@example.test").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        attempt("2001:db8:1:2::2", "b@example.test").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        attempt("2001:db8:1:2:ffff::3", "c@example.test").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a third address of the same /64 was not counted with the others"
+    );
+    assert_eq!(
+        attempt("2001:db8:1:3::1", "d@example.test").await,
+        StatusCode::UNAUTHORIZED
+    );
+    db.drop().await;
+}
