@@ -106,6 +106,11 @@ enum Command {
         /// new connections wait in the listen backlog.
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
+        /// Most connections open at once from one address (an IPv4 address, an IPv6 /64);
+        /// beyond, its new connections are closed at once. The trusted proxies have no limit.
+        /// Raise it if many users reach the service directly through one NAT address.
+        #[arg(long, default_value_t = 1000)]
+        max_connections_per_address: usize,
         #[command(flatten)]
         argon: ArgonArgs,
     },
@@ -255,6 +260,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             login_max_delay_secs,
             header_timeout_secs,
             max_connections,
+            max_connections_per_address,
             argon,
         } => {
             let jwt_secret = match (jwt_secret_file, jwt_secret) {
@@ -300,6 +306,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             settings.login_max_delay = Duration::from_secs(login_max_delay_secs);
             settings.connections.header_read_timeout = Duration::from_secs(header_timeout_secs);
             settings.connections.max_connections = within_open_files_limit(max_connections);
+            settings.connections.max_per_address = max_connections_per_address.max(1);
             settings.argon2 = argon.params()?;
             let keys = match (
                 std::env::var("AUTH_SERVICE_ROTATION_KEYS"),
@@ -345,7 +352,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 }
                 None => None,
             };
-            let limits = state.settings.connections;
+            let mut limits = state.settings.connections.clone();
+            limits.exempt = state.settings.trusted_proxies.clone();
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             tracing::info!(address = %listener.local_addr()?, "listening");
             auth_service::serve(

@@ -150,7 +150,8 @@ pub async fn spawn_on_loopback(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let limits = state.settings.connections;
+    let mut limits = state.settings.connections.clone();
+    limits.exempt = state.settings.trusted_proxies.clone();
     let app = router(state);
     let task = tokio::spawn(serve(listener, app, limits, std::future::pending()));
     Ok((addr, task))

@@ -24,6 +24,8 @@ pub const RATE_LIMITED: &str = "auth_service_rate_limited_total";
 pub const LOGIN_DELAYS: &str = "auth_service_login_delays_total";
 /// Connections open now (public listener).
 pub const OPEN_CONNECTIONS: &str = "auth_service_open_connections";
+/// Connections closed at once, by reason (`per_address`).
+pub const CONNECTIONS_REFUSED: &str = "auth_service_connections_refused_total";
 /// argon2id verifications run.
 pub const PASSWORD_VERIFICATIONS: &str = "auth_service_password_verifications_total";
 /// Refreshes by outcome.
@@ -52,6 +54,7 @@ pub fn prometheus() -> PrometheusHandle {
             metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limiter.");
             metrics::describe_counter!(LOGIN_DELAYS, "Logins that waited for their turn.");
             metrics::describe_gauge!(OPEN_CONNECTIONS, "Connections open now.");
+            metrics::describe_counter!(CONNECTIONS_REFUSED, "Connections closed at once.");
             metrics::describe_counter!(PASSWORD_VERIFICATIONS, "argon2id verifications run.");
             metrics::describe_counter!(REFRESHES, "Refresh requests by outcome.");
             metrics::describe_counter!(

@@ -36,6 +36,13 @@ fn host_port(base: &str) -> String {
     base.trim_start_matches("http://").to_owned()
 }
 
+/// A TCP connection to `base` leaving from `source` (an address of 127.0.0.0/8).
+async fn connect_from(source: &str, base: &str) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(source.parse().unwrap(), 0))?;
+    socket.connect(host_port(base).parse().unwrap()).await
+}
+
 /// Whether the server has closed `stream` within `wait`: a read returns end-of-file or an error.
 async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
     let mut buffer = [0u8; 4096];
@@ -108,9 +115,11 @@ async fn idle_connection_thousands_do_not_stop_a_login_and_are_closed() {
     let db = TestDb::new().await;
     db.user("idle@example.test").await;
     let (base, _) = start(db.pool.clone(), SessionPolicy::default(), settings()).await;
+    // From six hosts, 500 each (one host alone is held to its share, see below).
     let mut idle = Vec::new();
-    for _ in 0..3000 {
-        idle.push(TcpStream::connect(host_port(&base)).await.unwrap());
+    for i in 0..3000 {
+        let source = format!("127.0.1.{}", 1 + i % 6);
+        idle.push(connect_from(&source, &base).await.unwrap());
     }
     let response = login_status(&http(), &base, "idle@example.test", PASSWORD).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -766,5 +775,49 @@ async fn throttling_counts_an_ipv6_64_as_one_network() {
         attempt("2001:db8:1:3::1", "d@example.test").await,
         StatusCode::UNAUTHORIZED
     );
+    db.drop().await;
+}
+
+/// One address holds at most its share of connections: past it, its new connections are
+/// closed at once, while another address is still served.
+#[tokio::test]
+async fn idle_connection_share_of_one_address_is_capped() {
+    let db = TestDb::new().await;
+    let mut capped = settings();
+    capped.connections.max_per_address = 5;
+    let (base, _) = start(db.pool.clone(), SessionPolicy::default(), capped).await;
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(connect_from("127.0.0.2", &base).await.unwrap());
+    }
+    // Let the server accept those five before the sixth.
+    let response = http_from("127.0.0.3")
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut sixth = connect_from("127.0.0.2", &base).await.unwrap();
+    let _ = sixth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), sixth.read_to_end(&mut answer)).await;
+    assert!(
+        answer.is_empty(),
+        "a sixth connection of one address was served: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let response = http_from("127.0.0.3")
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "another address is served"
+    );
+    drop(idle);
     db.drop().await;
 }

@@ -7,12 +7,16 @@
 //!   kept-alive connection idle between requests.
 //! - **Open connections** are capped by [`ConnLimits::max_connections`]: at the cap the loop
 //!   stops accepting (new connections wait in the kernel's backlog) until one closes.
+//! - **One address's share** is capped by [`ConnLimits::max_per_address`]: a further
+//!   connection from an address (an IPv4 address, an IPv6 /64) holding that many is closed at
+//!   once, so one host cannot take every slot. Peers in [`ConnLimits::exempt`] (the trusted
+//!   proxies, which carry everyone's connections) have no share limit.
 //! - An `accept` failure (such as running out of file descriptors) is logged and retried after
 //!   a short pause, never fatal.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,14 +27,16 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 
+use super::throttle::network_of;
 use crate::telemetry;
 
 /// Bounds of one listener's connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnLimits {
     /// Longest wait for a complete request head (also the idle keep-alive bound).
     pub header_read_timeout: Duration,
@@ -38,6 +44,10 @@ pub struct ConnLimits {
     pub max_connections: usize,
     /// Most header lines in a request (more: 431).
     pub max_headers: usize,
+    /// Most connections open at once from one address (an IPv6 /64).
+    pub max_per_address: usize,
+    /// Peers without a per-address limit (the trusted proxies).
+    pub exempt: Vec<IpNet>,
 }
 
 impl Default for ConnLimits {
@@ -46,6 +56,8 @@ impl Default for ConnLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_headers: 100,
+            max_per_address: 1000,
+            exempt: Vec::new(),
         }
     }
 }
@@ -60,6 +72,7 @@ pub async fn serve_connections(
 ) -> io::Result<()> {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let shares = Arc::new(Shares::default());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -82,6 +95,20 @@ pub async fn serve_connections(
             },
             () = &mut shutdown => break,
         };
+        let network = network_of(peer.ip());
+        let share = if limits.exempt.iter().any(|net| net.contains(&peer.ip())) {
+            None
+        } else {
+            match shares.take(network, limits.max_per_address) {
+                Some(share) => Some(share),
+                None => {
+                    metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "per_address")
+                        .increment(1);
+                    drop(stream);
+                    continue;
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
@@ -98,12 +125,56 @@ pub async fn serve_connections(
         tokio::spawn(async move {
             let _ = connection.await;
             metrics::gauge!(telemetry::OPEN_CONNECTIONS).decrement(1.0);
+            drop(share);
             drop(permit);
         });
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
     Ok(())
+}
+
+/// Open connections per network.
+#[derive(Default)]
+struct Shares(std::sync::Mutex<HashMap<IpNet, usize>>);
+
+/// One connection's place in its network's share; gives it back when dropped.
+struct Share {
+    shares: Arc<Shares>,
+    network: IpNet,
+}
+
+impl Shares {
+    fn take(self: &Arc<Self>, network: IpNet, max: usize) -> Option<Share> {
+        let mut table = match self.0.lock() {
+            Ok(table) => table,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let count = table.entry(network).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Share {
+            shares: Arc::clone(self),
+            network,
+        })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut table = match self.shares.0.lock() {
+            Ok(table) => table,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(count) = table.get_mut(&self.network) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                table.remove(&self.network);
+            }
+        }
+    }
 }
 
 /// Errors of one incoming connection (reset before it was accepted): no reason to pause.
