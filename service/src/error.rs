@@ -33,9 +33,13 @@ pub enum ApiError {
     /// The e-mail address is taken (user creation).
     #[error("this e-mail address is already registered")]
     EmailTaken,
-    /// Too many login attempts from this address.
+    /// Too many login attempts (see the README's throttling section); retry after this many
+    /// seconds (the `Retry-After` header).
     #[error("too many login attempts, try again later")]
-    RateLimited,
+    RateLimited(u64),
+    /// A state-changing request from another origin (see `plumbing::origin`).
+    #[error("cross-origin request refused")]
+    CrossOrigin,
     /// The database is unreachable or busy.
     #[error("service temporarily unavailable")]
     Unavailable,
@@ -56,7 +60,8 @@ impl ApiError {
             }
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::EmailTaken => StatusCode::CONFLICT,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::CrossOrigin => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -73,7 +78,8 @@ impl ApiError {
             Self::RefreshRefused(code) => code,
             Self::NotFound => "not_found",
             Self::EmailTaken => "email_taken",
-            Self::RateLimited => "rate_limited",
+            Self::RateLimited(_) => "rate_limited",
+            Self::CrossOrigin => "cross_origin",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -90,6 +96,16 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// Adds this error's `Retry-After` (a 429's) to `response`, e.g. a page rendering it.
+    pub fn add_retry_after(&self, response: &mut Response) {
+        if let Self::RateLimited(secs) = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*secs),
+            );
+        }
+    }
+
     /// This error's body with another status (the fallback's 404).
     pub fn with_status(self, status: StatusCode) -> Response {
         let mut response = self.into_response();
@@ -105,6 +121,7 @@ impl IntoResponse for ApiError {
             Json(json!({"error": self.code(), "message": self.to_string()})),
         )
             .into_response();
+        self.add_retry_after(&mut response);
         if matches!(self, Self::Unauthorized(_)) {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -218,7 +218,11 @@ pub async fn login(
             Redirect::to("/devices"),
         )
             .into_response(),
-        Err(err) => login_page(err.status(), Some(&err.to_string())),
+        Err(err) => {
+            let mut page = login_page(err.status(), Some(&err.to_string()));
+            err.add_retry_after(&mut page);
+            page
+        }
     }
 }
 

@@ -5,6 +5,8 @@ use argon2::password_hash::{
     PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
 };
 use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The longest password accepted, in bytes: argon2 hashes any length, this bounds the work an
 /// anonymous request can ask for.
@@ -17,6 +19,8 @@ pub struct Passwords {
     /// A hash of a random password with the same parameters: verified when the e-mail is
     /// unknown, so that answer takes as long as a wrong password.
     dummy: String,
+    /// argon2id verifications run (shared by clones).
+    verifications: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Passwords {
@@ -42,12 +46,28 @@ impl Passwords {
             .hash_password(&random, &SaltString::generate(&mut OsRng))
             .map_err(|err| HashError(err.to_string()))?
             .to_string();
-        Ok(Self { argon, dummy })
+        Ok(Self {
+            argon,
+            dummy,
+            verifications: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// The parameters in use.
     pub fn params(&self) -> &Params {
         self.argon.params()
+    }
+
+    /// The parameters of the dummy hash (verified for an unknown e-mail): those in use.
+    pub fn dummy_params(&self) -> Option<Params> {
+        let parsed = PasswordHash::new(&self.dummy).ok()?;
+        Params::try_from(&parsed).ok()
+    }
+
+    /// How many argon2id verifications this hasher has run: every call of [`Self::verify`]
+    /// runs exactly one, whatever the stored hash (the dummy for an unknown e-mail).
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     /// A PHC string (`$argon2id$v=19$m=...`) of `password` with a fresh salt.
@@ -68,6 +88,8 @@ impl Passwords {
             let _ = self.verify(password, None);
             return false;
         };
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::PASSWORD_VERIFICATIONS).increment(1);
         let matches = self
             .argon
             .verify_password(password.as_bytes(), &parsed)

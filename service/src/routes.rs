@@ -21,14 +21,19 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::plumbing::AppState;
+use crate::plumbing::conn::{ConnLimits, serve_connections};
+use crate::plumbing::origin;
 use crate::{api, pages, telemetry};
 
-/// The router of one instance: the JSON API, the devices page, `/metrics`, with tower-http's
-/// request ids, tracing (Authorization, Cookie and Set-Cookie marked sensitive), timeout and
-/// body limit.
+/// The router of one instance: the JSON API and the devices page, with the same-origin rule,
+/// the security headers, tower-http's request ids, tracing (Authorization, Cookie and
+/// Set-Cookie marked sensitive), timeout and body limit. `/metrics` is not here: it has a
+/// listener of its own ([`metrics_router`]).
 pub fn router(state: AppState) -> Router {
     let timeout = state.settings.request_timeout;
     let limit = state.settings.body_limit;
+    let csrf = middleware::from_fn_with_state(state.clone(), origin::same_origin);
+    let headers = middleware::from_fn_with_state(state.clone(), origin::security_headers);
     Router::new()
         .route("/login", post(api::login))
         .route("/refresh", post(api::refresh))
@@ -44,11 +49,12 @@ pub fn router(state: AppState) -> Router {
         .route("/devices/revoke-others", post(pages::revoke_others))
         .route("/devices/{id}/revoke", post(pages::revoke))
         .route("/refresh/page", get(pages::refresh))
-        .route("/metrics", get(api::metrics))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::body_for(StatusCode::NOT_FOUND, "no such endpoint") })
         // Each `Router::layer` wraps every route (and the fallback) again, innermost first:
-        // the JSON error bodies see the body limit's 413 and the timeout's 408.
+        // the JSON error bodies see the body limit's 413 and the timeout's 408, and every
+        // response gets the security headers.
+        .layer(csrf)
         .layer(middleware::from_fn(telemetry::track))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(TimeoutLayer::with_status_code(
@@ -56,6 +62,7 @@ pub fn router(state: AppState) -> Router {
             timeout,
         ))
         .layer(middleware::map_response(json_errors))
+        .layer(headers)
         .layer(
             ServiceBuilder::new()
                 .layer(SetSensitiveRequestHeadersLayer::new([
@@ -119,18 +126,22 @@ async fn json_errors(response: Response) -> Response {
     fresh
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, with peer addresses available.
+/// The metrics listener's router: `GET /metrics` (Prometheus text format) and nothing else.
+pub fn metrics_router() -> Router {
+    Router::new()
+        .route("/metrics", get(api::metrics))
+        .fallback(|| async { ApiError::body_for(StatusCode::NOT_FOUND, "no such endpoint") })
+}
+
+/// Serves `app` on `listener` within `limits` (header-read timeout, connection cap) until
+/// `shutdown` completes, with peer addresses available.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_connections(listener, app, limits, shutdown).await
 }
 
 /// Starts an instance on `127.0.0.1:0`: its address and its task (for tests and the bench).
@@ -139,7 +150,22 @@ pub async fn spawn_on_loopback(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let mut limits = state.settings.connections.clone();
+    limits.exempt = state.settings.trusted_proxies.clone();
     let app = router(state);
-    let task = tokio::spawn(serve(listener, app, std::future::pending()));
+    let task = tokio::spawn(serve(listener, app, limits, std::future::pending()));
     Ok((addr, task))
+}
+
+/// Starts a metrics listener on `127.0.0.1:0`: its address (for tests).
+pub async fn spawn_metrics_on_loopback() -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(serve(
+        listener,
+        metrics_router(),
+        ConnLimits::default(),
+        std::future::pending(),
+    ));
+    Ok(addr)
 }

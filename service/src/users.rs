@@ -37,8 +37,35 @@ pub fn normalise_email(email: &str) -> Result<String, ApiError> {
     }
 }
 
-/// Checks a password's size and content (before any hashing).
+/// The shortest password that can be set, in characters (NIST SP 800-63B: at least 8, no
+/// composition rules).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// The longest password that can be set, in characters (well above what people choose, a
+/// passphrase included; at most 1 KiB of UTF-8).
+pub const MAX_PASSWORD_CHARS: usize = 256;
+
+/// Checks a password being set (create-user): 8 to 256 characters, no NUL byte, nothing else
+/// (no composition rules).
 pub fn check_password(password: &str) -> Result<(), ApiError> {
+    check_login_password(password)?;
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "invalid password: shorter than {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "invalid password: longer than {MAX_PASSWORD_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a password presented at login (before any hashing): not empty, no NUL byte, at most
+/// [`MAX_PASSWORD_BYTES`] (the work an anonymous request can ask for). No minimum: a user
+/// created under another rule still signs in.
+pub fn check_login_password(password: &str) -> Result<(), ApiError> {
     if password.contains('\0') {
         return Err(ApiError::BadRequest(
             "invalid password: contains a NUL byte".into(),

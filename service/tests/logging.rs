@@ -31,8 +31,8 @@ async fn debug_logging_prints_no_bind_parameters() {
             .unwrap()
             .is_some()
     );
-    // The logger is on, and tokio-postgres still reaches it at info (the server's notices),
-    // but not at debug, where it prints every statement with its bind parameters.
+    // The logger is on (the service's own info line), and tokio-postgres does not reach it at
+    // debug, where it prints every statement with its bind parameters.
     assert!(stderr.contains("INFO"), "{stderr}");
     assert!(
         !stderr
@@ -46,5 +46,25 @@ async fn debug_logging_prints_no_bind_parameters() {
             "debug logging printed {secret:?}:\n{stderr}"
         );
     }
+    db.drop().await;
+}
+
+/// Starting again on a migrated database logs none of PostgreSQL's NOTICEs (`IF NOT EXISTS`
+/// of the migrations and the like) at INFO.
+#[tokio::test]
+async fn a_second_start_logs_no_server_notices() {
+    let db = TestDb::new().await;
+    let mut stderr = String::new();
+    for _ in 0..2 {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_auth-service"))
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .args(["--database-url", &db.url, "migrate"])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    }
+    assert!(!stderr.contains("NOTICE"), "{stderr}");
     db.drop().await;
 }

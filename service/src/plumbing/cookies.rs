@@ -27,9 +27,23 @@ pub fn refresh_cookie(token: &RefreshToken, state: &AppState) -> Cookie<'static>
         .build()
 }
 
-/// Removes the refresh cookie (same name and path).
+/// Removes the refresh cookie (same name and path). Always sent, even from paths the cookie
+/// never reaches (`/logout`, `/devices/logout`): a jar's `remove` would only remove a cookie
+/// the request carried.
 pub fn without_refresh_cookie(jar: CookieJar) -> CookieJar {
-    jar.remove(Cookie::build(REFRESH_COOKIE).path(REFRESH_PATH))
+    jar.add(removal(REFRESH_COOKIE, REFRESH_PATH))
+}
+
+/// A cookie that makes the browser drop `name` at `path`: empty, expired, `Max-Age=0`.
+fn removal(name: &'static str, path: &'static str) -> Cookie<'static> {
+    let mut cookie = Cookie::build((name, ""))
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .path(path)
+        .build();
+    cookie.make_removal();
+    cookie
 }
 
 /// The page's access cookie: HttpOnly, Secure, SameSite=Strict, as long as the token lives.
@@ -45,7 +59,7 @@ pub fn access_cookie(access: &str, state: &AppState) -> Cookie<'static> {
 
 /// Removes both cookies.
 pub fn signed_out(jar: CookieJar) -> CookieJar {
-    without_refresh_cookie(jar).remove(Cookie::build(ACCESS_COOKIE).path("/"))
+    without_refresh_cookie(jar).add(removal(ACCESS_COOKIE, "/"))
 }
 
 /// Sets both cookies.

@@ -8,15 +8,17 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::USER_AGENT;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
+use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::state::AppState;
 use crate::error::ApiError;
 
-/// The client's address: the trusted proxy header's last entry when configured and valid, else
-/// the socket's peer.
+/// The client's address: the socket's peer, or, when the peer is a trusted proxy and the
+/// trusted proxy header is configured, the right-most address in that header that is not
+/// itself a trusted proxy (the one the first trusted hop saw).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
@@ -32,19 +34,59 @@ impl FromRequestParts<AppState> for ClientIp {
 }
 
 fn client_ip(state: &AppState, headers: &HeaderMap, parts: &Parts) -> Option<IpAddr> {
-    if let Some(name) = &state.settings.trusted_proxy_header
-        && let Some(ip) = headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.rsplit(',').next())
-            .and_then(|last| last.trim().parse().ok())
-    {
-        return Some(ip);
-    }
-    parts
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip())
+        .map(|info| info.0.ip())?;
+    let settings = &state.settings;
+    let Some(name) = &settings.trusted_proxy_header else {
+        return Some(peer);
+    };
+    Some(through_proxies(
+        peer,
+        headers,
+        name,
+        &settings.trusted_proxies,
+    ))
+}
+
+/// The client behind a chain of trusted proxies: walking the header's entries from the right
+/// (the nearest hop first), the first address that is not a trusted proxy. A peer that is no
+/// trusted proxy, or an entry that is not an address, stops the walk at the last trusted hop.
+pub fn through_proxies(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    name: &HeaderName,
+    trusted: &[IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&canonical(*ip)));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in headers.get_all(name).iter().rev() {
+        let Ok(value) = value.to_str() else {
+            return client;
+        };
+        for entry in value.rsplit(',') {
+            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+                return client;
+            };
+            client = canonical(ip);
+            if !is_trusted(&client) {
+                return client;
+            }
+        }
+    }
+    client
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
 }
 
 /// A request authorised by a bearer access token whose session is still live.
@@ -65,7 +107,9 @@ impl FromRequestParts<AppState> for Authed {
         let token = header
             .to_str()
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|value| value.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
         let key = state
             .tokens

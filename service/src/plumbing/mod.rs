@@ -2,9 +2,12 @@
 //! cookies. It uses none of the handlers, so the arrows point one way:
 //! `routes` -> `api`, `pages` -> `plumbing` -> the crate.
 
+pub mod conn;
 pub mod cookies;
 pub mod extract;
+pub mod origin;
 pub mod state;
+pub mod throttle;
 
 pub use extract::{ApiJson, Authed, ClientIp, parse_session_id, user_agent};
 pub use state::{AppState, Settings, SetupError, truncate};

@@ -5,13 +5,18 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use auth_sessions::deadpool_postgres::Pool;
 use auth_sessions::{RefreshToken, Rotation, Session, SessionKey, SessionRepo};
 use axum::http::HeaderName;
 use axum::response::{IntoResponse, Response};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+use uuid::Uuid;
+
+use super::conn::ConnLimits;
+use super::throttle::{Limiter, Quota, Slot, network_of, retry_after_secs};
 
 use crate::error::ApiError;
 use crate::jwt::AccessTokens;
@@ -27,13 +32,37 @@ pub struct Settings {
     pub access_ttl: Duration,
     /// Absolute lifetime of a session (its refresh tokens). Default 30 days.
     pub refresh_ttl: Duration,
-    /// A header set by a trusted reverse proxy with the client address (its last entry is
-    /// used, e.g. `X-Forwarded-For`). `None`: the socket's peer address.
+    /// A header set by a trusted reverse proxy with the client address, e.g.
+    /// `X-Forwarded-For`. It is read only on connections from [`Self::trusted_proxies`], and
+    /// the right-most address in it that is not itself a trusted proxy is the client's. `None`:
+    /// the socket's peer address.
     pub trusted_proxy_header: Option<HeaderName>,
-    /// Login attempts per client address: a burst, replenished at this many per minute.
+    /// The reverse proxies (networks) whose `trusted_proxy_header` is believed. Empty: none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The service's own origin as browsers see it (`https://auth.example.com`): state-changing
+    /// requests must come from it (see `plumbing::same_origin`). `None`: the origin of the
+    /// request's `Host` (either scheme). An `https` origin also turns on
+    /// `Strict-Transport-Security`.
+    pub public_origin: Option<String>,
+    /// Failed logins per network (an IPv4 address, an IPv6 /64) per minute, after the burst;
+    /// beyond, 429, except for accounts with a live session from that network.
     pub login_per_minute: NonZeroU32,
-    /// Burst size of the login limiter.
+    /// Burst of failed logins per network.
     pub login_burst: NonZeroU32,
+    /// Failed logins per account (from anywhere) per minute, after the burst; beyond, 429,
+    /// except from networks the account has a live session from.
+    pub account_per_minute: NonZeroU32,
+    /// Burst of failed logins per account.
+    pub account_burst: NonZeroU32,
+    /// Failed logins per account and network per minute, after the burst; beyond, each
+    /// attempt (a right password too) waits for its turn, up to `login_max_delay`, then 429.
+    pub pair_per_minute: NonZeroU32,
+    /// Burst of failed logins per account and network.
+    pub pair_burst: NonZeroU32,
+    /// Longest a login waits for its turn before it is answered 429 instead.
+    pub login_max_delay: Duration,
+    /// Connection bounds: header-read (and idle) timeout, open connections.
+    pub connections: ConnLimits,
     /// argon2id parameters for new hashes and the dummy hash.
     pub argon2: argon2::Params,
     /// Longest time a request may take. Default 10 s.
@@ -49,8 +78,16 @@ impl std::fmt::Debug for Settings {
             .field("access_ttl", &self.access_ttl)
             .field("refresh_ttl", &self.refresh_ttl)
             .field("trusted_proxy_header", &self.trusted_proxy_header)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("public_origin", &self.public_origin)
             .field("login_per_minute", &self.login_per_minute)
             .field("login_burst", &self.login_burst)
+            .field("account_per_minute", &self.account_per_minute)
+            .field("account_burst", &self.account_burst)
+            .field("pair_per_minute", &self.pair_per_minute)
+            .field("pair_burst", &self.pair_burst)
+            .field("login_max_delay", &self.login_max_delay)
+            .field("connections", &self.connections)
             .field("argon2", &self.argon2)
             .field("request_timeout", &self.request_timeout)
             .field("body_limit", &self.body_limit)
@@ -66,8 +103,16 @@ impl Settings {
             access_ttl: Duration::from_secs(5 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 60 * 60),
             trusted_proxy_header: None,
-            login_per_minute: NonZeroU32::new(10).unwrap(),
-            login_burst: NonZeroU32::new(5).unwrap(),
+            trusted_proxies: Vec::new(),
+            public_origin: None,
+            login_per_minute: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            login_burst: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            account_per_minute: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+            account_burst: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            pair_per_minute: NonZeroU32::new(12).unwrap_or(NonZeroU32::MIN),
+            pair_burst: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
+            login_max_delay: Duration::from_secs(5),
+            connections: ConnLimits::default(),
             argon2: argon2::Params::default(),
             request_timeout: Duration::from_secs(10),
             body_limit: 16 * 1024,
@@ -97,7 +142,7 @@ pub struct AppState {
     pub tokens: Arc<AccessTokens>,
     /// Password hasher.
     pub passwords: Arc<Passwords>,
-    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    throttle: Arc<Throttle>,
     /// Bounds the argon2id verifications running at once (each holds `m` KiB of memory):
     /// twice the cores; further logins wait their turn.
     hashing: Arc<tokio::sync::Semaphore>,
@@ -113,12 +158,20 @@ impl AppState {
         let _ = telemetry::prometheus();
         let passwords = Passwords::new(settings.argon2.clone())?;
         let tokens = AccessTokens::new(&settings.jwt_secret, settings.access_ttl);
-        let quota = Quota::per_minute(settings.login_per_minute).allow_burst(settings.login_burst);
+        let throttle = Throttle {
+            networks: Limiter::new(Quota::new(settings.login_per_minute, settings.login_burst)),
+            accounts: Limiter::new(Quota::new(
+                settings.account_per_minute,
+                settings.account_burst,
+            )),
+            pairs: Limiter::new(Quota::new(settings.pair_per_minute, settings.pair_burst)),
+            delayed: AtomicU64::new(0),
+        };
         Ok(Self {
             repo,
             tokens: Arc::new(tokens),
             passwords: Arc::new(passwords),
-            limiter: Arc::new(RateLimiter::keyed(quota)),
+            throttle: Arc::new(throttle),
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
@@ -131,21 +184,106 @@ impl AppState {
         self.repo.pool()
     }
 
-    /// Refuses a login attempt from `ip` beyond the limiter's quota.
-    pub fn check_login_rate(
+    /// Logins that waited for their turn (throttled per account and network) so far.
+    pub fn delayed_logins(&self) -> u64 {
+        self.throttle.delayed.load(Ordering::Relaxed)
+    }
+
+    /// Reserves a login attempt's slots in the three limits, waiting for its turn when the
+    /// account and network are over their quota: the slots to give back if the login
+    /// succeeds, or 429 with the seconds to wait.
+    async fn throttle(
         &self,
+        email: &str,
         ip: Option<IpAddr>,
+        user_id: Option<Uuid>,
         route: &'static str,
-    ) -> Result<(), ApiError> {
-        if self.limiter.len() > 100_000 {
-            self.limiter.retain_recent();
+    ) -> Result<Reserved, ApiError> {
+        let network = network_of(ip.unwrap_or(IpAddr::from([0, 0, 0, 0])));
+        let now = Instant::now();
+        let throttle = &self.throttle;
+        let mut reserved = Reserved {
+            network: None,
+            account: None,
+            pair: (email.to_owned(), network),
+        };
+        let mut over = None;
+        match throttle.networks.reserve(&network, now, Duration::ZERO) {
+            Slot::After(_) => reserved.network = Some(network),
+            Slot::Refused(wait) => over = Some(("network", wait)),
         }
-        let key = ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        self.limiter.check_key(&key).map_err(|_| {
-            metrics::counter!(telemetry::RATE_LIMITED, "route" => route).increment(1);
-            tracing::info!(target: "security", client = %key, "login rate limited");
-            ApiError::RateLimited
-        })
+        match throttle
+            .accounts
+            .reserve(&reserved.pair.0, now, Duration::ZERO)
+        {
+            Slot::After(_) => reserved.account = Some(reserved.pair.0.clone()),
+            Slot::Refused(wait) => {
+                over =
+                    Some(over.map_or(("account", wait), |(limit, other)| (limit, other.max(wait))))
+            }
+        }
+        if let Some((limit, wait)) = over {
+            let known = match user_id {
+                Some(user_id) => self.known_network(user_id, network).await?,
+                None => false,
+            };
+            if !known {
+                self.release(&reserved, false);
+                return Err(self.limited(route, limit, network, wait));
+            }
+        }
+        match throttle
+            .pairs
+            .reserve(&reserved.pair, now, self.settings.login_max_delay)
+        {
+            Slot::After(wait) if wait.is_zero() => {}
+            Slot::After(wait) => {
+                throttle.delayed.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(telemetry::LOGIN_DELAYS, "route" => route).increment(1);
+                tokio::time::sleep(wait).await;
+            }
+            Slot::Refused(wait) => {
+                self.release(&reserved, false);
+                return Err(self.limited(route, "account_network", network, wait));
+            }
+        }
+        Ok(reserved)
+    }
+
+    fn limited(
+        &self,
+        route: &'static str,
+        limit: &'static str,
+        network: IpNet,
+        wait: Duration,
+    ) -> ApiError {
+        metrics::counter!(telemetry::RATE_LIMITED, "route" => route, "limit" => limit).increment(1);
+        tracing::info!(target: "security", client = %network, limit, "login rate limited");
+        ApiError::RateLimited(retry_after_secs(wait))
+    }
+
+    /// Gives reserved slots back: those of the network and account, and the pair's if `pair`.
+    fn release(&self, reserved: &Reserved, pair: bool) {
+        if let Some(network) = &reserved.network {
+            self.throttle.networks.release(network);
+        }
+        if let Some(account) = &reserved.account {
+            self.throttle.accounts.release(account);
+        }
+        if pair {
+            self.throttle.pairs.release(&reserved.pair);
+        }
+    }
+
+    /// Whether the user has a live session from `network`: their own network, exempt from the
+    /// per-network and per-account limits (which an attacker could otherwise fill to lock the
+    /// owner out).
+    async fn known_network(&self, user_id: Uuid, network: IpNet) -> Result<bool, ApiError> {
+        let devices = self.repo.list_devices(user_id).await?;
+        Ok(devices
+            .iter()
+            .filter_map(|device| device.ip_address)
+            .any(|ip| network_of(ip) == network))
     }
 
     /// Checks that the session an access token names is still live, in one routed statement
@@ -171,10 +309,9 @@ impl AppState {
         device: Option<&str>,
         route: &'static str,
     ) -> Result<(Session, RefreshToken, String), ApiError> {
-        self.check_login_rate(ip, route)?;
         let checked = (|| {
             let email = crate::users::normalise_email(email)?;
-            crate::users::check_password(password)?;
+            crate::users::check_login_password(password)?;
             let device = match device {
                 Some(device) => Some(check_device_label(device)?),
                 None => user_agent.map(|ua| truncate(ua, auth_sessions::MAX_DEVICE_INFO_CHARS)),
@@ -185,6 +322,9 @@ impl AppState {
             metrics::counter!(telemetry::LOGIN_FAILURES, "reason" => "bad_request").increment(1);
         })?;
         let found = crate::users::find_credentials(self.pool(), &email).await?;
+        let reserved = self
+            .throttle(&email, ip, found.as_ref().map(|(id, _)| *id), route)
+            .await?;
         let passwords = Arc::clone(&self.passwords);
         let stored = found.as_ref().map(|(_, hash)| hash.clone());
         let attempt = password.to_owned();
@@ -203,6 +343,8 @@ impl AppState {
             tracing::info!(target: "security", client = ?ip, "login failed");
             return Err(ApiError::InvalidCredentials);
         };
+        // Only failures count: a successful login gives its slots back.
+        self.release(&reserved, true);
         let mut new = auth_sessions::NewSession::new(user_id, self.settings.refresh_ttl);
         if let Some(device) = device {
             new = new.with_device_info(device);
@@ -269,6 +411,22 @@ impl AppState {
         metrics::counter!(telemetry::REFRESHES, "outcome" => refused).increment(1);
         Err(ApiError::RefreshRefused(refused))
     }
+}
+
+/// The login limits of one instance.
+#[derive(Debug)]
+struct Throttle {
+    networks: Limiter<IpNet>,
+    accounts: Limiter<String>,
+    pairs: Limiter<(String, IpNet)>,
+    delayed: AtomicU64,
+}
+
+/// The slots one login attempt holds.
+struct Reserved {
+    network: Option<IpNet>,
+    account: Option<String>,
+    pair: (String, IpNet),
 }
 
 fn check_device_label(device: &str) -> Result<String, ApiError> {

@@ -229,11 +229,17 @@ pub fn passwords() -> Passwords {
     Passwords::new(argon2::Params::default()).unwrap()
 }
 
-/// Settings for tests: the defaults with a generous login limiter.
+/// Settings for tests: the defaults with generous login limits (tests of the limits set
+/// their own).
 pub fn settings() -> Settings {
+    let many = std::num::NonZeroU32::new(10_000).unwrap();
     let mut settings = Settings::new(SECRET);
-    settings.login_per_minute = std::num::NonZeroU32::new(10_000).unwrap();
-    settings.login_burst = std::num::NonZeroU32::new(10_000).unwrap();
+    settings.login_per_minute = many;
+    settings.login_burst = many;
+    settings.account_per_minute = many;
+    settings.account_burst = many;
+    settings.pair_per_minute = many;
+    settings.pair_burst = many;
     settings
 }
 
