@@ -202,7 +202,10 @@ async fn devices_page_in_a_headless_browser() {
             .await?
             .text()
             .await?;
-        assert!(current.contains("Chrome on Linux"), "named in words: {current}");
+        assert!(
+            current.contains("Chrome on Linux"),
+            "named in words: {current}"
+        );
         assert!(!current.contains("Mozilla"), "{current}");
         assert!(current.contains("this device"));
 
@@ -235,7 +238,10 @@ async fn devices_page_in_a_headless_browser() {
             .await?;
         assert_eq!(other.trim(), "Phone app");
         let (scroll, width) = widths(&client).await?;
-        assert!(scroll <= width, "no horizontal scroll at 1280: {scroll} > {width}");
+        assert!(
+            scroll <= width,
+            "no horizontal scroll at 1280: {scroll} > {width}"
+        );
         save_screenshot(&client, "desktop-1280-devices.png").await;
 
         // Sign the phone out from the page.
@@ -305,8 +311,16 @@ async fn mobile_devices_page_at_390_px_stacks_without_horizontal_scroll() {
             widths(&client).await?
         };
         assert_eq!(width, 390, "the viewport is a phone's");
-        assert!(scroll <= width, "the sign-in form scrolls sideways: {scroll}");
-        api_login(&base, email, "Laptop app with a long, descriptive device name").await;
+        assert!(
+            scroll <= width,
+            "the sign-in form scrolls sideways: {scroll}"
+        );
+        api_login(
+            &base,
+            email,
+            "Laptop app with a long, descriptive device name",
+        )
+        .await;
         api_login(&base, email, "Tablet").await;
         sign_in(&client, &base, email).await?;
         let (scroll, width) = widths(&client).await?;
@@ -320,11 +334,17 @@ async fn mobile_devices_page_at_390_px_stacks_without_horizontal_scroll() {
             .await?
             .text()
             .await?;
-        assert!(first.contains("Safari on iPhone"), "named in words, first: {first}");
+        assert!(
+            first.contains("Safari on iPhone"),
+            "named in words, first: {first}"
+        );
         // Every sign-out button is within the viewport.
         for button in client.find_all(Locator::Css("button, a.button")).await? {
             let (x, _, w, _) = button.rectangle().await?;
-            assert!(x >= 0.0 && x + w <= f64::from(width as u32), "a button off screen");
+            assert!(
+                x >= 0.0 && x + w <= f64::from(width as u32),
+                "a button off screen"
+            );
         }
         // Signing this phone out asks first, and the question fits too.
         client
@@ -378,7 +398,10 @@ async fn cross_site_link_to_devices_keeps_the_user_signed_in() {
         client.find(Locator::Id("go")).await?.click().await?;
         // Lands on the list, signed in: the same-origin re-navigation carried the Strict
         // cookies the cross-site one could not.
-        client.wait().for_element(Locator::Css("#devices, #login")).await?;
+        client
+            .wait()
+            .for_element(Locator::Css("#devices, #login"))
+            .await?;
         save_screenshot(&client, "cross-site-landing.png").await;
         let url = client.current_url().await?;
         assert_eq!(url.path(), "/devices", "{url}");

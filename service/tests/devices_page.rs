@@ -230,8 +230,16 @@ async fn two_sign_ins_from_one_client_differ_by_sign_in_time_and_address_and_thi
         rows[0].starts_with("<tr class=\"device current\""),
         "this device first: {rows:?}"
     );
-    assert_eq!(cells(&page, "td", "signed-in").len(), 2, "a signed-in time per row: {page}");
-    assert_eq!(cells(&page, "td", "address").len(), 2, "an address per row: {page}");
+    assert_eq!(
+        cells(&page, "td", "signed-in").len(),
+        2,
+        "a signed-in time per row: {page}"
+    );
+    assert_eq!(
+        cells(&page, "td", "address").len(),
+        2,
+        "an address per row: {page}"
+    );
     assert!(page.contains("Signed in"), "a Signed in heading: {page}");
     db.drop().await;
 }
@@ -248,7 +256,10 @@ async fn signing_this_device_out_asks_for_confirmation_first() {
     let (status, _, page) = browser.follow(response).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(live(&db).await, 1, "signed out without confirmation");
-    assert!(page.contains("name=\"confirm\""), "a confirmation form: {page}");
+    assert!(
+        page.contains("name=\"confirm\""),
+        "a confirmation form: {page}"
+    );
     assert!(page.contains("href=\"/devices\""), "a way back: {page}");
     // The confirmation page by GET, as the row links to it.
     let response = browser.get("/devices/logout").await;
@@ -290,7 +301,10 @@ async fn error_pages_have_a_way_back_and_a_wrong_password_keeps_the_email() {
     let response = browser
         .post(
             "/devices/login",
-            &[("email", "ed@example.test"), ("password", "not the password")],
+            &[
+                ("email", "ed@example.test"),
+                ("password", "not the password"),
+            ],
         )
         .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -319,7 +333,11 @@ async fn a_cross_site_link_without_cookies_renavigates_same_origin_once() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "not a redirect to sign in");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "not a redirect to sign in"
+    );
     let page = response.text().await.unwrap();
     let refresh = page
         .find("http-equiv=\"refresh\"")
@@ -376,7 +394,10 @@ async fn the_page_tells_when_a_sign_in_pushed_an_old_device_out_and_shows_the_li
     let mut browser = Browser::new(&base, LINUX_CHROME);
     let page = browser.sign_in("ha@example.test").await;
     assert!(page.contains("id=\"evicted\""), "eviction told: {page}");
-    assert!(page.contains("Old phone"), "the evicted device named: {page}");
+    assert!(
+        page.contains("Old phone"),
+        "the evicted device named: {page}"
+    );
     assert!(page.contains("at most 2"), "the cap shown: {page}");
     assert!(page.contains("3 days"), "the idle timeout shown: {page}");
     // Reloaded: the notice is gone, the limits stay.
@@ -408,7 +429,11 @@ async fn sign_out_everywhere_over_the_api_and_the_page() {
     api_login(&base, "io@example.test", "Phone app").await;
     let mut browser = Browser::new(&base, LINUX_CHROME);
     let page = browser.sign_in("io@example.test").await;
-    assert!(page.contains("action=\"/devices/revoke-all\"") || page.contains("href=\"/devices/revoke-all\""), "{page}");
+    assert!(
+        page.contains("action=\"/devices/revoke-all\"")
+            || page.contains("href=\"/devices/revoke-all\""),
+        "{page}"
+    );
     // Asked first, then done.
     let response = browser.post("/devices/revoke-all", &[]).await;
     let (_, _, page) = browser.follow(response).await;
@@ -437,7 +462,10 @@ fn serve_help_lists_the_session_cap_idle_timeout_and_grace() {
         "--idle-timeout-secs",
         "--rotation-grace-secs",
     ] {
-        assert!(help.contains(flag), "{flag} missing from serve --help:\n{help}");
+        assert!(
+            help.contains(flag),
+            "{flag} missing from serve --help:\n{help}"
+        );
     }
     assert!(help.contains("[default: 10]"), "{help}");
 }

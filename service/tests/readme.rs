@@ -38,10 +38,7 @@ fn shell_blocks(text: &str) -> Vec<Vec<String>> {
 fn the_readme_creates_a_database_of_the_services_own() {
     let text = readme();
     let blocks = shell_blocks(&text);
-    let run = blocks
-        .first()
-        .expect("a Run block")
-        .join("\n");
+    let run = blocks.first().expect("a Run block").join("\n");
     assert!(
         run.contains("createdb") || run.contains("CREATE DATABASE"),
         "the Run block creates a database of its own:\n{run}"

@@ -4,7 +4,8 @@
 
 pub mod cookies;
 pub mod extract;
+pub mod naming;
 pub mod state;
 
 pub use extract::{ApiJson, Authed, ClientIp, parse_session_id, user_agent};
-pub use state::{AppState, Settings, SetupError, truncate};
+pub use state::{AppState, LoggedIn, Settings, SetupError, truncate};
