@@ -113,12 +113,17 @@ impl Notice {
             ));
         }
         if !self.evicted.is_empty() {
-            let names = self
+            let mut names: Vec<String> = self
                 .evicted
                 .iter()
                 .map(|name| format!("<strong>{}</strong>", encode_text(name)))
-                .collect::<Vec<_>>()
-                .join(", ");
+                .collect();
+            let last = names.pop().unwrap_or_default();
+            let (names, which) = if names.is_empty() {
+                (last, "the device")
+            } else {
+                (format!("{} and {last}", names.join(", ")), "the devices")
+            };
             let cap = state
                 .repo
                 .policy()
@@ -127,8 +132,8 @@ impl Notice {
                 .unwrap_or_default();
             html.push_str(&format!(
                 "<p class=\"notice warning\" id=\"evicted\" role=\"status\">Signing in here \
-                 signed out {names}, the device(s) you had used least recently{cap}. If that \
-                 was not you, sign out everywhere and change your password.</p>"
+                 signed out {names}, {which} you had used least recently{cap}. Sign in there \
+                 again if you still use it.</p>"
             ));
         }
         html

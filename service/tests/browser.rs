@@ -356,6 +356,30 @@ async fn mobile_devices_page_at_390_px_stacks_without_horizontal_scroll() {
         let (scroll, width) = widths(&client).await?;
         save_screenshot(&client, "mobile-390-confirm.png").await;
         assert!(scroll <= width, "the confirmation scrolls sideways");
+        client.find(Locator::Id("cancel")).await?.click().await?;
+        client.wait().for_element(Locator::Id("devices")).await?;
+        // No cell's text overflows its box (a word cut off at the edge).
+        let clipped = client
+            .execute(
+                "return [...document.querySelectorAll('td, p, h1')]\
+                 .filter(e => e.scrollWidth > e.clientWidth + 1).length",
+                vec![],
+            )
+            .await?;
+        assert_eq!(clipped, json!(0), "text overflowing its box at 390 px");
+        // Signing the others out says how many, on a page that fits.
+        client
+            .find(Locator::Id("revoke-others"))
+            .await?
+            .click()
+            .await?;
+        client.wait().for_element(Locator::Id("notice")).await?;
+        let notice = client.find(Locator::Id("notice")).await?.text().await?;
+        assert!(notice.contains("2 devices signed out"), "{notice}");
+        let (scroll, width) = widths(&client).await?;
+        save_screenshot(&client, "mobile-390-signed-out-others.png").await;
+        assert!(scroll <= width, "the notice scrolls sideways");
+        assert_eq!(client.find_all(Locator::Css("tr.device")).await?.len(), 1);
         Ok(())
     })
     .await;
