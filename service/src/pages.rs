@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use auth_sessions::{CapPolicy, Device, SessionKey};
 use axum::Form;
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
@@ -290,7 +290,7 @@ fn in_words(duration: Duration) -> String {
         (1, "second"),
     ]
     .into_iter()
-    .find(|(size, _)| seconds >= *size && seconds % size == 0)
+    .find(|(size, _)| seconds >= *size && seconds.is_multiple_of(*size))
     .map(|(size, unit)| (seconds / size, unit))
     .unwrap_or((seconds, "second"));
     if count == 1 {
@@ -377,13 +377,13 @@ pub async fn devices(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    Query(query): Query<DevicesQuery>,
+    query: Result<Query<DevicesQuery>, QueryRejection>,
     jar: CookieJar,
 ) -> Response {
     let key = match page_session(&state, &jar, ip).await {
         Ok(Some(key)) => key,
         Ok(None) => {
-            let relinked = query.from.as_deref() == Some("link");
+            let relinked = query.is_ok_and(|Query(query)| query.from.as_deref() == Some("link"));
             if cross_site(&headers) && jar.get(ACCESS_COOKIE).is_none() && !relinked {
                 return renavigate();
             }
