@@ -269,7 +269,7 @@ fn device_row(device: &Device, current: bool) -> String {
     format!(
         "<tr class=\"{class}\" data-session=\"{id}\"><td class=\"label\">{label}{marker}</td>\
          <td class=\"signed-in\" data-label=\"Signed in\">{signed_in}</td>\
-         <td class=\"address\" data-label=\"Address\">{address}</td>\
+         <td class=\"address\" data-label=\"Last address\">{address}</td>\
          <td class=\"last-active\" data-label=\"Last active\">{last}</td>\
          <td class=\"action\">{action}</td></tr>",
         id = device.id,
@@ -417,7 +417,7 @@ pub async fn devices(
         "Your devices",
         &format!(
             "<h1>Your devices</h1>{notice}<p id=\"count\">{count}</p>\
-             <table id=\"devices\"><thead><tr><th>Device</th><th>Signed in</th><th>Address</th>\
+             <table id=\"devices\"><thead><tr><th>Device</th><th>Signed in</th><th>Last address</th>\
              <th>Last active</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
              <div class=\"actions\">{others}\
              <a class=\"button danger\" id=\"revoke-all\" href=\"/devices/revoke-all\">Sign out everywhere</a>\
