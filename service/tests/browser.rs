@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use auth_sessions::SessionPolicy;
+use auth_sessions::{CapPolicy, SessionPolicy};
 use common::{PASSWORD, TestDb, http, settings, start};
 use fantoccini::error::CmdError;
 use fantoccini::{ClientBuilder, Locator};
@@ -301,7 +301,9 @@ async fn mobile_devices_page_at_390_px_stacks_without_horizontal_scroll() {
     let _one = ONE_BROWSER.lock().await;
     let db = TestDb::new().await;
     db.user("kim.with.a.rather.long.address@example.test").await;
-    let (base, _) = start(db.pool.clone(), SessionPolicy::default(), settings()).await;
+    // A cap of 3, so that this phone's sign-in pushes the oldest device out and says so.
+    let policy = SessionPolicy::default().max_sessions_per_user(Some(3), CapPolicy::default());
+    let (base, _) = start(db.pool.clone(), policy, settings()).await;
     let driver = Driver::start();
     let client = browser_session(&driver, 390, true, IPHONE_SAFARI).await;
     let email = "kim.with.a.rather.long.address@example.test";
@@ -318,11 +320,23 @@ async fn mobile_devices_page_at_390_px_stacks_without_horizontal_scroll() {
         api_login(
             &base,
             email,
-            "Laptop app with a long, descriptive device name",
+            "Old laptop app with a long, descriptive device name",
+        )
+        .await;
+        api_login(
+            &base,
+            email,
+            "Work laptop app, the long-named one with more words",
         )
         .await;
         api_login(&base, email, "Tablet").await;
         sign_in(&client, &base, email).await?;
+        let evicted = client.find(Locator::Id("evicted")).await?.text().await?;
+        assert!(
+            evicted.contains("Old laptop app"),
+            "eviction told: {evicted}"
+        );
+        assert_eq!(client.find_all(Locator::Css("tr.device")).await?.len(), 3);
         let (scroll, width) = widths(&client).await?;
         save_screenshot(&client, "mobile-390-devices.png").await;
         assert!(
