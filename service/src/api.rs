@@ -188,6 +188,17 @@ pub async fn revoke_others(
     }
 }
 
+/// `POST /sessions/revoke-all`: signs the caller out everywhere: every session of the caller,
+/// this one included (`{"revoked": n}`).
+pub async fn revoke_all(
+    State(state): State<AppState>,
+    auth: Authed,
+) -> Result<Json<Value>, ApiError> {
+    let revoked = state.repo.revoke_all(auth.key.user_id).await?;
+    tracing::info!(target: "security", user_id = %auth.key.user_id, revoked, "signed out everywhere");
+    Ok(Json(json!({ "revoked": revoked })))
+}
+
 /// `GET /metrics`: Prometheus text format, the crate's counters and the service's.
 pub async fn metrics() -> Response {
     let handle = crate::telemetry::prometheus();

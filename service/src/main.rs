@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use auth_service::{AppState, Settings, migrate, password::Passwords, users};
 use auth_sessions::{
-    CleanupSettings, KeySource, PoolSettings, SessionPolicy, SessionRepo, build_pool,
+    CapPolicy, CleanupSettings, KeySource, PoolSettings, SessionPolicy, SessionRepo, build_pool,
 };
 use clap::{Parser, Subcommand};
 
@@ -55,6 +55,18 @@ enum Command {
         /// Session (refresh-token) lifetime, seconds.
         #[arg(long, default_value_t = 30 * 24 * 3600)]
         refresh_ttl_secs: u64,
+        /// Most devices (live sessions) one user may have at once; a sign-in beyond it signs out
+        /// the user's least recently active device, and the devices page says so. 0: no cap.
+        #[arg(long, default_value_t = 10)]
+        max_sessions_per_user: u32,
+        /// A device unused for this long is signed out, seconds (default 14 days). 0: never.
+        /// Must exceed 60 (activity is recorded at most once a minute).
+        #[arg(long, default_value_t = 14 * 24 * 3600)]
+        idle_timeout_secs: u64,
+        /// How long a just-replaced refresh token still rotates to the same successor
+        /// (concurrent or retried refreshes), seconds; after it a replay revokes the session.
+        #[arg(long, default_value_t = 10)]
+        rotation_grace_secs: u64,
         /// Address of a second listener serving only GET /metrics (Prometheus), e.g.
         /// 127.0.0.1:9090. Without it, metrics are not served.
         #[arg(long)]
@@ -249,6 +261,9 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             refresh_ttl_secs,
             metrics_listen,
             public_origin,
+            max_sessions_per_user,
+            idle_timeout_secs,
+            rotation_grace_secs,
             trusted_proxy_header,
             trusted_proxy,
             login_per_minute,
@@ -324,8 +339,25 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 }
             };
             let ring = auth_service::keys::parse_rotation_keys(&keys)?;
-            let policy = SessionPolicy::default().rotation_keys(KeySource::SecretStore(ring));
-            let repo = SessionRepo::with_policy(pool, policy)?;
+            let policy = SessionPolicy::default()
+                .rotation_keys(KeySource::SecretStore(ring))
+                .max_sessions_per_user(
+                    (max_sessions_per_user > 0).then_some(max_sessions_per_user),
+                    CapPolicy::EvictLeastRecentlyActive,
+                )
+                .idle_timeout(
+                    (idle_timeout_secs > 0).then(|| Duration::from_secs(idle_timeout_secs)),
+                )
+                .rotation_grace(Duration::from_secs(rotation_grace_secs));
+            let repo = SessionRepo::with_policy(pool, policy)
+                .map_err(|err| format!("invalid session settings: {err}"))?;
+            tracing::info!(
+                max_sessions_per_user,
+                idle_timeout_secs,
+                rotation_grace_secs,
+                refresh_ttl_secs,
+                "session policy"
+            );
             let state = AppState::new(repo.clone(), settings)?;
             let (stop_cleanup, cleanup_stopped) = tokio::sync::oneshot::channel::<()>();
             let cleanup = auth_sessions::spawn_cleanup(repo, CleanupSettings::default(), async {

@@ -41,12 +41,20 @@ pub fn router(state: AppState) -> Router {
         .route("/me", get(api::me))
         .route("/sessions", get(api::sessions))
         .route("/sessions/revoke-others", post(api::revoke_others))
+        .route("/sessions/revoke-all", post(api::revoke_all))
         .route("/sessions/{id}", delete(api::revoke_one))
         .route("/", get(|| async { Redirect::to("/devices") }))
         .route("/devices", get(pages::devices))
         .route("/devices/login", get(pages::login_form).post(pages::login))
-        .route("/devices/logout", post(pages::logout))
+        .route(
+            "/devices/logout",
+            get(pages::logout_form).post(pages::logout),
+        )
         .route("/devices/revoke-others", post(pages::revoke_others))
+        .route(
+            "/devices/revoke-all",
+            get(pages::revoke_all_form).post(pages::revoke_all),
+        )
         .route("/devices/{id}/revoke", post(pages::revoke))
         .route("/refresh/page", get(pages::refresh))
         .route("/healthz", get(|| async { "ok" }))

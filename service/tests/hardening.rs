@@ -547,6 +547,8 @@ async fn logout_clears_the_refresh_cookie_too() {
         .post(format!("{base}/devices/logout"))
         .header("cookie", &cookie)
         .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("confirm=yes")
         .send()
         .await
         .unwrap();

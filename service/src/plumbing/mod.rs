@@ -5,9 +5,10 @@
 pub mod conn;
 pub mod cookies;
 pub mod extract;
+pub mod naming;
 pub mod origin;
 pub mod state;
 pub mod throttle;
 
 pub use extract::{ApiJson, Authed, ClientIp, parse_session_id, user_agent};
-pub use state::{AppState, Settings, SetupError, truncate};
+pub use state::{AppState, LoggedIn, Settings, SetupError, truncate};

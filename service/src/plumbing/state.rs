@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use auth_sessions::deadpool_postgres::Pool;
-use auth_sessions::{RefreshToken, Rotation, Session, SessionKey, SessionRepo};
+use auth_sessions::{CapPolicy, Device, RefreshToken, Rotation, Session, SessionKey, SessionRepo};
 use axum::http::HeaderName;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
@@ -22,6 +22,22 @@ use crate::error::ApiError;
 use crate::jwt::AccessTokens;
 use crate::password::Passwords;
 use crate::telemetry;
+
+use super::naming;
+
+/// What a login did: the new session and its tokens, and the devices it signed out. No
+/// `Debug`: it holds the refresh token.
+pub struct LoggedIn {
+    /// The new session.
+    pub session: Session,
+    /// Its refresh token.
+    pub refresh: RefreshToken,
+    /// Its first access token.
+    pub access: String,
+    /// The devices (named in words) the new session pushed out at the per-user cap, least
+    /// recently active first.
+    pub evicted: Vec<String>,
+}
 
 /// Everything configurable. `Debug` prints no secret.
 #[derive(Clone)]
@@ -309,12 +325,36 @@ impl AppState {
         device: Option<&str>,
         route: &'static str,
     ) -> Result<(Session, RefreshToken, String), ApiError> {
+        let done = self
+            .login_replacing(ip, user_agent, email, password, device, route, None)
+            .await?;
+        Ok((done.session, done.refresh, done.access))
+    }
+
+    /// Verifies a password and creates a session, first revoking session `replaces` when it is
+    /// one of this user's (the session a browser still holds when it signs in again), so that
+    /// it neither stays live nor counts against the per-user cap. Reports the devices the new
+    /// session pushed out at the cap.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn login_replacing(
+        &self,
+        ip: Option<IpAddr>,
+        user_agent: Option<&str>,
+        email: &str,
+        password: &str,
+        device: Option<&str>,
+        route: &'static str,
+        replaces: Option<Uuid>,
+    ) -> Result<LoggedIn, ApiError> {
         let checked = (|| {
             let email = crate::users::normalise_email(email)?;
             crate::users::check_login_password(password)?;
             let device = match device {
                 Some(device) => Some(check_device_label(device)?),
-                None => user_agent.map(|ua| truncate(ua, auth_sessions::MAX_DEVICE_INFO_CHARS)),
+                None => user_agent.map(|ua| {
+                    naming::device_in_words(ua)
+                        .unwrap_or_else(|| truncate(ua, auth_sessions::MAX_DEVICE_INFO_CHARS))
+                }),
             };
             Ok::<_, ApiError>((email, device))
         })();
@@ -355,14 +395,55 @@ impl AppState {
         if let Some(ua) = user_agent {
             new = new.with_user_agent(truncate(ua, auth_sessions::MAX_USER_AGENT_CHARS));
         }
+        if let Some(old) = replaces {
+            self.repo.revoke(SessionKey::new(user_id, old)).await?;
+        }
+        let at_cap = self.devices_at_cap(user_id).await?;
         let (session, token) = self.repo.create(&new).await?;
+        let evicted = match at_cap {
+            Some(before) => {
+                let after = self.repo.list_devices(user_id).await?;
+                before
+                    .iter()
+                    .rev()
+                    .filter(|old| !after.iter().any(|now| now.id == old.id))
+                    .map(|old| naming::device_label(old.device_info.as_deref()))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         let access = self
             .tokens
             .issue(session.key())
             .map_err(|_| ApiError::Internal)?;
         metrics::counter!(telemetry::LOGINS).increment(1);
-        tracing::info!(user_id = %session.user_id, session_id = %session.id, "login");
-        Ok((session, token, access))
+        tracing::info!(
+            user_id = %session.user_id,
+            session_id = %session.id,
+            replaced = replaces.is_some(),
+            evicted = evicted.len(),
+            "login"
+        );
+        Ok(LoggedIn {
+            session,
+            refresh: token,
+            access,
+            evicted,
+        })
+    }
+
+    /// The user's devices when they fill the cap and a new session would evict one; `None`
+    /// otherwise (no cap, a refusing cap, or room left).
+    async fn devices_at_cap(&self, user_id: Uuid) -> Result<Option<Vec<Device>>, ApiError> {
+        let policy = self.repo.policy();
+        let Some(cap) = policy.max_sessions_per_user else {
+            return Ok(None);
+        };
+        if policy.at_cap != CapPolicy::EvictLeastRecentlyActive {
+            return Ok(None);
+        }
+        let devices = self.repo.list_devices(user_id).await?;
+        Ok((devices.len() as u64 >= u64::from(cap)).then_some(devices))
     }
 
     /// Rotates a refresh token: the new refresh token and a new access token, or why not. A
