@@ -127,7 +127,7 @@ pub async fn logout(
     auth: Authed,
     jar: CookieJar,
 ) -> Result<Response, ApiError> {
-    state.repo.revoke(auth.key).await?;
+    state.revoke(auth.key).await?;
     Ok((without_refresh_cookie(jar), StatusCode::NO_CONTENT).into_response())
 }
 
@@ -166,11 +166,7 @@ pub async fn revoke_one(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_session_id(&id)?;
-    if state
-        .repo
-        .revoke(SessionKey::new(auth.key.user_id, id))
-        .await?
-    {
+    if state.revoke(SessionKey::new(auth.key.user_id, id)).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)
@@ -182,7 +178,7 @@ pub async fn revoke_others(
     State(state): State<AppState>,
     auth: Authed,
 ) -> Result<Json<Value>, ApiError> {
-    match state.repo.revoke_all_except(auth.key).await? {
+    match state.revoke_all_except(auth.key).await? {
         Some(revoked) => Ok(Json(json!({ "revoked": revoked }))),
         None => Err(ApiError::Unauthorized("session revoked or expired")),
     }
@@ -194,7 +190,7 @@ pub async fn revoke_all(
     State(state): State<AppState>,
     auth: Authed,
 ) -> Result<Json<Value>, ApiError> {
-    let revoked = state.repo.revoke_all(auth.key.user_id).await?;
+    let revoked = state.revoke_all(auth.key.user_id).await?;
     tracing::info!(target: "security", user_id = %auth.key.user_id, revoked, "signed out everywhere");
     Ok(Json(json!({ "revoked": revoked })))
 }

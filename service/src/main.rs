@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use auth_service::{AppState, Settings, migrate, password::Passwords, users};
 use auth_sessions::{
-    CapPolicy, CleanupSettings, KeySource, PoolSettings, SessionPolicy, SessionRepo, build_pool,
+    CapPolicy, CleanupSettings, KeySource, LiveSettings, PoolSettings, SessionPolicy, SessionRepo,
+    build_pool,
 };
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -123,6 +124,17 @@ enum Command {
         /// Raise it if many users reach the service directly through one NAT address.
         #[arg(long, default_value_t = 1000)]
         max_connections_per_address: usize,
+        /// How an authorised request learns that its session is still live: `memory` answers
+        /// from this instance's memory, every ending (logout, revocation, eviction, cleanup)
+        /// pushed by the database to every instance, activity written in batches; `database`
+        /// runs one statement per request. See the README, "Authorising requests".
+        #[arg(long, value_enum, default_value_t = SessionCheck::Memory)]
+        session_check: SessionCheck,
+        /// With `--session-check memory`: the longest a session that ended may still be
+        /// accepted when the instance cannot hear the database (its listening connection lost,
+        /// a restart, a failover), milliseconds; past it every check asks the database.
+        #[arg(long, default_value_t = 5000)]
+        staleness_bound_ms: u64,
         #[command(flatten)]
         argon: ArgonArgs,
     },
@@ -136,6 +148,15 @@ enum Command {
         #[command(flatten)]
         argon: ArgonArgs,
     },
+}
+
+/// Where authorised requests check their session.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SessionCheck {
+    /// From memory, endings pushed by the database.
+    Memory,
+    /// One statement per request.
+    Database,
 }
 
 #[derive(clap::Args)]
@@ -276,6 +297,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             header_timeout_secs,
             max_connections,
             max_connections_per_address,
+            session_check,
+            staleness_bound_ms,
             argon,
         } => {
             let jwt_secret = match (jwt_secret_file, jwt_secret) {
@@ -358,7 +381,19 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 refresh_ttl_secs,
                 "session policy"
             );
-            let state = AppState::new(repo.clone(), settings)?;
+            let mut state = AppState::new(repo.clone(), settings)?;
+            let live = match session_check {
+                SessionCheck::Memory => {
+                    let bound = Duration::from_millis(staleness_bound_ms);
+                    let live = repo
+                        .live_sessions(LiveSettings::default().staleness_bound(bound))
+                        .map_err(|err| format!("invalid --staleness-bound-ms: {err}"))?;
+                    tracing::info!(staleness_bound_ms, "sessions checked from memory");
+                    state = state.with_live_sessions(live.clone());
+                    Some(live)
+                }
+                SessionCheck::Database => None,
+            };
             let (stop_cleanup, cleanup_stopped) = tokio::sync::oneshot::channel::<()>();
             let cleanup = auth_sessions::spawn_cleanup(repo, CleanupSettings::default(), async {
                 let _ = cleanup_stopped.await;
@@ -397,6 +432,10 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             .await?;
             if let Some(metrics) = metrics {
                 let _ = metrics.await;
+            }
+            if let Some(live) = live {
+                // Stops listening and writes the activity still pending.
+                live.shutdown().await;
             }
             let _ = stop_cleanup.send(());
             let _ = cleanup.await;

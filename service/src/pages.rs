@@ -609,7 +609,7 @@ pub async fn revoke(
     if id == key.session_id {
         return confirm_logout();
     }
-    match state.repo.revoke(SessionKey::new(key.user_id, id)).await {
+    match state.revoke(SessionKey::new(key.user_id, id)).await {
         Ok(revoked) => {
             let notice = Notice {
                 signed_out: Some(u64::from(revoked)),
@@ -617,7 +617,7 @@ pub async fn revoke(
             };
             (with_notice(jar, notice.encode()), Redirect::to("/devices")).into_response()
         }
-        Err(err) => error_page(err.into()),
+        Err(err) => error_page(err),
     }
 }
 
@@ -632,7 +632,7 @@ pub async fn revoke_others(
         Ok(key) => key,
         Err(response) => return response,
     };
-    match state.repo.revoke_all_except(key).await {
+    match state.revoke_all_except(key).await {
         Ok(Some(count)) => {
             let notice = Notice {
                 signed_out: Some(count),
@@ -641,7 +641,7 @@ pub async fn revoke_others(
             (with_notice(jar, notice.encode()), Redirect::to("/devices")).into_response()
         }
         Ok(None) => Redirect::to("/refresh/page").into_response(),
-        Err(err) => error_page(err.into()),
+        Err(err) => error_page(err),
     }
 }
 
@@ -673,8 +673,8 @@ pub async fn logout(
     if !confirmed(&form) {
         return confirm_logout();
     }
-    if let Err(err) = state.repo.revoke(key).await {
-        return error_page(err.into());
+    if let Err(err) = state.revoke(key).await {
+        return error_page(err);
     }
     (signed_out(jar), Redirect::to("/devices/login")).into_response()
 }
@@ -715,7 +715,7 @@ pub async fn revoke_all(
             Err(err) => error_page(err.into()),
         };
     }
-    match state.repo.revoke_all(key.user_id).await {
+    match state.revoke_all(key.user_id).await {
         Ok(count) => {
             tracing::info!(target: "security", user_id = %key.user_id, count, "signed out everywhere");
             let notice = Notice {
@@ -728,6 +728,6 @@ pub async fn revoke_all(
             )
                 .into_response()
         }
-        Err(err) => error_page(err.into()),
+        Err(err) => error_page(err),
     }
 }

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use auth_sessions::deadpool_postgres::Pool;
-use auth_sessions::{CapPolicy, Device, RefreshToken, Rotation, Session, SessionKey, SessionRepo};
+use auth_sessions::{
+    CapPolicy, Device, LiveSessions, RefreshToken, Rotation, Session, SessionKey, SessionRepo,
+};
 use axum::http::HeaderName;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
@@ -162,7 +164,14 @@ pub struct AppState {
     /// Bounds the argon2id verifications running at once (each holds `m` KiB of memory):
     /// twice the cores; further logins wait their turn.
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Sessions checked from memory, every ending pushed by the database; `None`: every
+    /// authorised request asks the database.
+    live: Option<LiveSessions>,
 }
+
+/// Longest an instance waits to hear back the endings it made itself before it empties its
+/// memory instead ([`LiveSessions::caught_up`]).
+const CATCH_UP: Duration = Duration::from_millis(250);
 
 impl AppState {
     /// The state for `repo` and `settings`.
@@ -192,7 +201,49 @@ impl AppState {
                 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
             settings: Arc::new(settings),
+            live: None,
         })
+    }
+
+    /// Authorises requests from memory with `live` (see [`AppState::authorise`]).
+    pub fn with_live_sessions(mut self, live: LiveSessions) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// The in-memory session check, when the instance uses one.
+    pub fn live_sessions(&self) -> Option<&LiveSessions> {
+        self.live.as_ref()
+    }
+
+    /// After this instance ended sessions itself: its own next check refuses them (the push
+    /// reaches it a moment later; this waits for it, or empties memory).
+    async fn ended_here(&self) {
+        if let Some(live) = &self.live {
+            live.caught_up(CATCH_UP).await;
+        }
+    }
+
+    /// Revokes one session of a user (`false`: none live by that key), seen at once by this
+    /// instance's next request and pushed to the others.
+    pub async fn revoke(&self, key: SessionKey) -> Result<bool, ApiError> {
+        let revoked = self.repo.revoke(key).await?;
+        self.ended_here().await;
+        Ok(revoked)
+    }
+
+    /// Revokes every other session of `current`'s user (`None`: `current` is not live).
+    pub async fn revoke_all_except(&self, current: SessionKey) -> Result<Option<u64>, ApiError> {
+        let revoked = self.repo.revoke_all_except(current).await?;
+        self.ended_here().await;
+        Ok(revoked)
+    }
+
+    /// Revokes every session of the user: how many.
+    pub async fn revoke_all(&self, user_id: Uuid) -> Result<u64, ApiError> {
+        let revoked = self.repo.revoke_all(user_id).await?;
+        self.ended_here().await;
+        Ok(revoked)
     }
 
     /// The database pool.
@@ -302,16 +353,29 @@ impl AppState {
             .any(|ip| network_of(ip) == network))
     }
 
-    /// Checks that the session an access token names is still live, in one routed statement
-    /// that also records activity (throttled by the crate). No cache: a revocation by any
-    /// instance is seen at the next request.
+    /// Checks that the session an access token names is still live, and records activity.
+    ///
+    /// With live sessions ([`AppState::with_live_sessions`]): from memory for a session this
+    /// instance met recently, every ending pushed by the database within the configured
+    /// staleness bound, activity written in batches; no statement per request. Without: one
+    /// routed statement per request (`record_activity`, which writes rarely). Either way a
+    /// revocation by any instance is refused by every instance, at once or within the bound.
     pub async fn authorise(&self, key: SessionKey, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        match self.repo.record_activity(key, ip).await? {
-            Some(_) => Ok(()),
-            None => {
-                metrics::counter!(telemetry::DEAD_SESSIONS).increment(1);
-                Err(ApiError::Unauthorized("session revoked or expired"))
-            }
+        let live = match &self.live {
+            Some(live) => match live.check(key).await? {
+                Some(_) => {
+                    live.record_activity(key, ip);
+                    true
+                }
+                None => false,
+            },
+            None => self.repo.record_activity(key, ip).await?.is_some(),
+        };
+        if live {
+            Ok(())
+        } else {
+            metrics::counter!(telemetry::DEAD_SESSIONS).increment(1);
+            Err(ApiError::Unauthorized("session revoked or expired"))
         }
     }
 
@@ -396,12 +460,14 @@ impl AppState {
             new = new.with_user_agent(truncate(ua, auth_sessions::MAX_USER_AGENT_CHARS));
         }
         if let Some(old) = replaces {
-            self.repo.revoke(SessionKey::new(user_id, old)).await?;
+            self.revoke(SessionKey::new(user_id, old)).await?;
         }
         let at_cap = self.devices_at_cap(user_id).await?;
         let (session, token) = self.repo.create(&new).await?;
         let evicted = match at_cap {
             Some(before) => {
+                // The evicted device's access token is refused here at once too.
+                self.ended_here().await;
                 let after = self.repo.list_devices(user_id).await?;
                 before
                     .iter()
@@ -481,6 +547,7 @@ impl AppState {
                     client = ?ip,
                     "refresh token reused: session revoked (suspected theft)"
                 );
+                self.ended_here().await;
                 "token_reused"
             }
             Rotation::Expired => "expired",

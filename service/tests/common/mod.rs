@@ -253,6 +253,32 @@ pub async fn start(pool: Pool, policy: SessionPolicy, settings: Settings) -> (St
     (format!("http://{addr}"), state)
 }
 
+/// Starts an instance like [`start`] that checks sessions from memory, every ending pushed by
+/// the database (the `serve` default), once it listens.
+pub async fn start_live(
+    pool: Pool,
+    policy: SessionPolicy,
+    settings: Settings,
+    bound: std::time::Duration,
+) -> (String, AppState) {
+    let repo = SessionRepo::with_policy(pool, policy).expect("policy");
+    let live = repo
+        .live_sessions(auth_sessions::LiveSettings::default().staleness_bound(bound))
+        .expect("live sessions");
+    assert!(
+        live.listening(std::time::Duration::from_secs(10)).await,
+        "live sessions not listening: {:?}",
+        live.status()
+    );
+    let state = AppState::new(repo, settings)
+        .expect("state")
+        .with_live_sessions(live);
+    let (addr, _task): (SocketAddr, _) = auth_service::routes::spawn_on_loopback(state.clone())
+        .await
+        .expect("bind loopback");
+    (format!("http://{addr}"), state)
+}
+
 /// An HTTP client that keeps no cookies unless asked.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
