@@ -2,10 +2,12 @@
 //! with rotation and reuse detection, log out, list and revoke devices, over a JSON API and a
 //! plain HTML "Your devices" page.
 //!
-//! Authorising a request checks the JWT's signature *and* that its session is still live, in
-//! one routed statement per request (`SessionRepo::record_activity`, which writes rarely). There
-//! is no per-instance cache: a revocation committed by any instance is refused by every instance
-//! at its next request, at the cost of one primary-key lookup per authorised request.
+//! Authorising a request checks the JWT's signature *and* that its session is still live:
+//! from memory by default (`SessionRepo::live_sessions`: every ending of a session pushed by
+//! the database to every instance, within a configured staleness bound whatever fails, activity
+//! written in batches), or with one routed statement per request
+//! (`SessionRepo::record_activity`). Either way a revocation committed by any instance is
+//! refused by every instance.
 
 #![forbid(unsafe_code)]
 
