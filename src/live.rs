@@ -876,6 +876,18 @@ impl Inner {
             crate::metrics::live_activity_batch(rows_written);
             written += rows_written;
             let mut state = lock(&self.state);
+            // A session of the batch the statement did not return is not live in the database
+            // (it returns every live one, written or not): ended, whether or not its end was
+            // heard (on Citus, cleanup's deletions are not pushed; see schema/015).
+            let live: std::collections::HashSet<SessionKey> =
+                rows.iter().map(|(key, _)| *key).collect();
+            for (key, _) in chunk {
+                if !live.contains(key)
+                    && let Some(entry @ Entry::Live(_)) = state.cache.peek_mut(key)
+                {
+                    *entry = Entry::Ended;
+                }
+            }
             // What is stored now, written or not: the next flush sends none of these until
             // their activity is due again.
             for (key, activity) in rows {
