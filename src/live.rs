@@ -63,8 +63,8 @@ pub struct LiveSettings {
     /// Wait before opening a listening connection again after it failed. Default 250 ms.
     pub reconnect_backoff: Duration,
     /// Also listen on every active primary node that the database's `pg_dist_node` lists (a
-    /// Citus coordinator): notifications raised on a worker reach only that worker's
-    /// listeners. Default false (one node: the pool's server).
+    /// Citus coordinator, or a worker with the metadata): notifications raised on a worker
+    /// reach only that worker's listeners. Default false (one node: the pool's server).
     pub citus_nodes: bool,
 }
 
@@ -965,7 +965,10 @@ async fn run(inner: Arc<Inner>, connect: (tokio_postgres::Config, MakeRustlsConn
 }
 
 /// The nodes to listen on: the pool's server, and with [`LiveSettings::citus_nodes`] every
-/// active primary that its `pg_dist_node` lists.
+/// other active primary that its `pg_dist_node` lists (the workers from the coordinator; the
+/// coordinator, when registered, and the other workers from a worker). The pool's own node is
+/// told apart by its group (`pg_dist_local_group`), not by a host name that may be spelled
+/// otherwise.
 async fn nodes(
     inner: &Inner,
     config: &tokio_postgres::Config,
@@ -978,7 +981,8 @@ async fn nodes(
     let rows = client
         .query(
             "SELECT nodename, nodeport FROM pg_dist_node
-             WHERE isactive AND noderole = 'primary' AND groupid <> 0
+             WHERE isactive AND noderole = 'primary'
+               AND groupid <> (SELECT groupid FROM pg_dist_local_group)
              ORDER BY nodeid",
             &[],
         )

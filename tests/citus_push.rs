@@ -244,3 +244,58 @@ async fn citus_activity_batches_and_cleanup_run_beside_the_triggers() {
     }
     live.shutdown().await;
 }
+
+/// An instance whose pool points at a worker (Citus 13 workers carry the metadata) listens on
+/// that worker, the coordinator and the other worker, each once, and hears revocations made
+/// through the coordinator on both workers.
+#[tokio::test]
+#[ignore = "needs a Citus cluster: CITUS_URL"]
+async fn citus_an_instance_on_a_worker_listens_on_every_node_once() {
+    let cluster = Cluster::new().await;
+    let nodes: i64 = cluster
+        .scalar("SELECT count(*) FROM pg_dist_node WHERE isactive AND noderole = 'primary'")
+        .await;
+    let on_worker = auth_sessions::SessionRepo::new(cluster.worker_pool().await);
+    let live = on_worker
+        .live_sessions(
+            LiveSettings::default()
+                .staleness_bound(Duration::from_secs(30))
+                .citus_nodes(true),
+        )
+        .unwrap();
+    assert!(live.listening(Duration::from_secs(10)).await);
+    assert_eq!(
+        live.status().nodes as i64,
+        nodes,
+        "each registered node once: {:?}",
+        live.status()
+    );
+    let repo = cluster.repo();
+    let mut keys = Vec::new();
+    for user in cluster.users_on_every_worker(4).await {
+        keys.push(
+            repo.create(&new_session(user, "phone"))
+                .await
+                .unwrap()
+                .0
+                .key(),
+        );
+    }
+    for key in &keys {
+        assert!(live.check(*key).await.unwrap().is_some());
+    }
+    let before = live.status();
+    for key in &keys {
+        assert!(repo.revoke(*key).await.unwrap());
+    }
+    heard(&live, before.endings_heard + keys.len() as u64).await;
+    assert_eq!(
+        live.status().endings_heard,
+        before.endings_heard + keys.len() as u64,
+        "each ending heard once"
+    );
+    for key in &keys {
+        assert_eq!(live.check(*key).await.unwrap(), None);
+    }
+    live.shutdown().await;
+}
