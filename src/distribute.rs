@@ -53,7 +53,7 @@ pub async fn distribute(
             problem: crate::InputProblem::OutOfRange,
         });
     }
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
     let has_citus = client
         .query_opt("SELECT 1 FROM pg_extension WHERE extname = 'citus'", &[])
         .await?
@@ -61,16 +61,6 @@ pub async fn distribute(
     if !has_citus {
         return Err(Error::CitusUnavailable);
     }
-    // schema/015 puts row triggers on auth.user_sessions (the pushed session endings), and
-    // Citus distributes a table with triggers, copying them onto every shard, only with
-    // citus.enable_unsafe_triggers on (Citus 11 and later; older ones lack the setting).
-    client
-        .execute(
-            "SELECT set_config(name, 'on', false) FROM pg_settings
-             WHERE name = 'citus.enable_unsafe_triggers'",
-            &[],
-        )
-        .await?;
     let shard_count = shard_count.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
     let mut report = DistributionReport::default();
     for (table, column) in TABLES {
@@ -101,7 +91,22 @@ pub async fn distribute(
                     vec![&table, &column],
                 )
             };
-        client.execute(statement, &params).await?;
+        // schema/015 puts row triggers on auth.user_sessions (the pushed session endings), and
+        // Citus distributes a table with triggers, copying them onto every shard, only with
+        // citus.enable_unsafe_triggers on (Citus 11 and later; older ones lack the setting).
+        // It is turned on for this transaction only, so the pooled connection does not keep it:
+        // Citus checks it when a table is distributed and when a trigger is created, not when
+        // the triggers fire. Citus hides it from pg_settings: current_setting says whether it
+        // exists.
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT set_config('citus.enable_unsafe_triggers', 'on', true)
+             WHERE current_setting('citus.enable_unsafe_triggers', true) IS NOT NULL",
+            &[],
+        )
+        .await?;
+        tx.execute(statement, &params).await?;
+        tx.commit().await?;
         report.tables.push(table);
     }
     for table in REFERENCE_TABLES {

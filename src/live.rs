@@ -63,8 +63,8 @@ pub struct LiveSettings {
     /// Wait before opening a listening connection again after it failed. Default 250 ms.
     pub reconnect_backoff: Duration,
     /// Also listen on every active primary node that the database's `pg_dist_node` lists (a
-    /// Citus coordinator): notifications raised on a worker reach only that worker's
-    /// listeners. Default false (one node: the pool's server).
+    /// Citus coordinator, or a worker with the metadata): notifications raised on a worker
+    /// reach only that worker's listeners. Default false (one node: the pool's server).
     pub citus_nodes: bool,
 }
 
@@ -876,6 +876,18 @@ impl Inner {
             crate::metrics::live_activity_batch(rows_written);
             written += rows_written;
             let mut state = lock(&self.state);
+            // A session of the batch the statement did not return is not live in the database
+            // (it returns every live one, written or not): ended, whether or not its end was
+            // heard (on Citus, cleanup's deletions are not pushed; see schema/015).
+            let live: std::collections::HashSet<SessionKey> =
+                rows.iter().map(|(key, _)| *key).collect();
+            for (key, _) in chunk {
+                if !live.contains(key)
+                    && let Some(entry @ Entry::Live(_)) = state.cache.peek_mut(key)
+                {
+                    *entry = Entry::Ended;
+                }
+            }
             // What is stored now, written or not: the next flush sends none of these until
             // their activity is due again.
             for (key, activity) in rows {
@@ -953,7 +965,10 @@ async fn run(inner: Arc<Inner>, connect: (tokio_postgres::Config, MakeRustlsConn
 }
 
 /// The nodes to listen on: the pool's server, and with [`LiveSettings::citus_nodes`] every
-/// active primary that its `pg_dist_node` lists.
+/// other active primary that its `pg_dist_node` lists (the workers from the coordinator; the
+/// coordinator, when registered, and the other workers from a worker). The pool's own node is
+/// told apart by its group (`pg_dist_local_group`), not by a host name that may be spelled
+/// otherwise.
 async fn nodes(
     inner: &Inner,
     config: &tokio_postgres::Config,
@@ -966,7 +981,8 @@ async fn nodes(
     let rows = client
         .query(
             "SELECT nodename, nodeport FROM pg_dist_node
-             WHERE isactive AND noderole = 'primary' AND groupid <> 0
+             WHERE isactive AND noderole = 'primary'
+               AND groupid <> (SELECT groupid FROM pg_dist_local_group)
              ORDER BY nodeid",
             &[],
         )

@@ -227,8 +227,8 @@ async fn every_call_of_the_api(cluster: &Cluster, pool: &Pool, mode: &str) {
 }
 
 /// The whole API on a database whose every node defaults to `force_generic_plan`, then to
-/// `force_custom_plan` (`ALTER DATABASE ... SET plan_cache_mode`, which Citus passes on to the
-/// workers), through a pool of one connection opened after the change, so that every
+/// `force_custom_plan` (`ALTER DATABASE ... SET plan_cache_mode` on the coordinator and on
+/// each worker: Citus 13.2 passes it on, 13.0 does not), through a pool of one connection opened after the change, so that every
 /// statement is prepared once and executed more than five times, and the functions delegated
 /// to the workers run there under the workers' setting. PostgreSQL's own `auto` is what every
 /// other test runs under.

@@ -45,6 +45,7 @@ const ROUTED: &[&str] = &[
     "revoke_all_user_sessions",
     "rotate_session",
     "validate_session",
+    "get_live_session_by_key",
 ];
 /// The statements that visit every shard by design: cleanup and stats.
 const FAN_OUT: &[&str] = &[
@@ -54,6 +55,8 @@ const FAN_OUT: &[&str] = &[
     "find_idle_sessions_in_key_window",
     "delete_idle_sessions_in_key_range",
     "session_stats",
+    // Live sessions' activity, one statement per batch of sessions of many users.
+    "record_activity_batch",
 ];
 /// Statements on the rotation keys kept by the database (a reference table), run when a
 /// repository reads its keys, not per request: they must not fan out.
@@ -263,6 +266,9 @@ async fn citus_hot_path_statements_reach_one_shard_and_functions_are_pushed_down
             "evict" => "true".into(),
             "min_interval_seconds" => "60".into(),
             "grace_seconds" => "10".into(),
+            "user_ids" => format!("ARRAY['{user}']"),
+            "ids" => format!("ARRAY['{session}']"),
+            "ip_addresses" => "ARRAY['192.0.2.1']".into(),
             "retention_seconds" => "604800".into(),
             "batch_size" | "window_size" => "1000".into(),
             "from_user_id" | "from_id" => format!("'{}'::uuid", Uuid::nil()),

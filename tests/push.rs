@@ -512,3 +512,47 @@ async fn caught_up_makes_an_instances_own_revocation_refused_at_its_next_check_p
     assert_eq!(live.status().entries, 0);
     assert_eq!(check(&live, other).await, (true, false));
 }
+
+/// An end that is not pushed (on Citus, cleanup's deletions are not: schema/015) is learnt
+/// when this instance writes activity of its own for the session: the batch statement returns
+/// only live sessions, and one it did not return is ended in memory.
+#[tokio::test]
+async fn an_end_not_pushed_is_learnt_from_the_next_activity_batch_push() {
+    let db = TestDb::new().await;
+    let repo = SessionRepo::with_policy(
+        db.pool.clone(),
+        SessionPolicy::default().activity_interval(Duration::ZERO),
+    )
+    .unwrap();
+    let live = started(&repo, quiet()).await;
+    let user = db.user().await;
+    let gone = session(&repo, user).await;
+    let kept = session(&repo, user).await;
+    for key in [gone, kept] {
+        assert!(live.check(key).await.unwrap().is_some());
+        live.record_activity(key, None);
+    }
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "ALTER TABLE auth.user_sessions DISABLE TRIGGER user_sessions_deleted_notify",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "DELETE FROM auth.user_sessions WHERE user_id = $1 AND id = $2",
+            &[&gone.user_id, &gone.session_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&live, gone).await,
+        (true, true),
+        "not pushed: memory lags"
+    );
+    assert_eq!(live.flush().await.unwrap(), 1, "the kept one written");
+    assert_eq!(check(&live, gone).await, (false, true), "ended in memory");
+    assert_eq!(check(&live, kept).await, (true, true));
+    live.shutdown().await;
+}

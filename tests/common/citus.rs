@@ -107,8 +107,10 @@ impl Cluster {
     }
 
     /// Sets (or, with `None`, resets) the database's default `plan_cache_mode` on the
-    /// coordinator; Citus passes `ALTER DATABASE ... SET` on to the workers. Connections opened
-    /// afterwards start with it.
+    /// coordinator and on every node its `pg_dist_node` lists. Citus 13.2 passes `ALTER
+    /// DATABASE ... SET` on to the workers itself; 13.0 does not (seen on 13.0.5), so the
+    /// statement is also run on each node, with Citus's own propagation off there. Connections
+    /// opened afterwards start with it.
     pub async fn set_plan_cache_mode_on(url: &str, mode: Option<&str>) {
         let config = Config::from_str(url).unwrap();
         let database = config.get_dbname().expect("CITUS_URL names a database");
@@ -126,6 +128,26 @@ impl Cluster {
             .batch_execute(&sql)
             .await
             .expect("set plan_cache_mode");
+        let nodes = client
+            .query(
+                "SELECT nodename, nodeport FROM pg_dist_node
+                 WHERE isactive AND noderole = 'primary' AND groupid <> 0",
+                &[],
+            )
+            .await
+            .expect("list the nodes");
+        for node in nodes {
+            let (host, port): (String, i32) = (node.get(0), node.get(1));
+            let (worker, connection) = on_node(&config, &host, port)
+                .connect(NoTls)
+                .await
+                .unwrap_or_else(|err| panic!("cannot reach the node {host}:{port}: {err}"));
+            tokio::spawn(connection);
+            worker
+                .batch_execute(&format!("SET citus.enable_ddl_propagation = off; {sql}"))
+                .await
+                .unwrap_or_else(|err| panic!("set plan_cache_mode on {host}:{port}: {err}"));
+        }
     }
 
     pub async fn set_database_plan_cache_mode(&self, mode: Option<&str>) {
