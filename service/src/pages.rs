@@ -17,9 +17,10 @@
 //! from this origin (a `<meta http-equiv="refresh">`: no script), which carries the cookies;
 //! the second navigation is marked (`?from=link`) and never bounced again.
 //!
-//! CSRF: every state change is a POST, and the cookies are `SameSite=Strict`, so a request
-//! started by another site carries none of them and is refused as unauthenticated. Requests
-//! whose `Sec-Fetch-Site` says `cross-site` are refused outright as well.
+//! CSRF: every state change is a POST, and every POST passes the service's same-origin rule
+//! (`plumbing::origin`, a middleware before any handler: `Sec-Fetch-Site` same-origin or none,
+//! else an `Origin` equal to the public origin). Besides, the cookies are `SameSite=Strict`, and
+//! the handlers here refuse a `Sec-Fetch-Site: cross-site` POST once more (defence in depth).
 
 use std::net::IpAddr;
 use std::time::Duration;
