@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use auth_sessions::SessionPolicy;
-use common::{PASSWORD, TestDb, http, settings, start};
+use common::{TestDb, http, login, me, settings, start};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -14,17 +14,6 @@ async fn two_instances(db: &TestDb) -> (String, String) {
     let (a, _) = start(db.pool.clone(), SessionPolicy::default(), settings()).await;
     let (b, _) = start(db.another_pool(), SessionPolicy::default(), settings()).await;
     (a, b)
-}
-
-async fn login(base: &str, email: &str) -> Value {
-    let response = http()
-        .post(format!("{base}/login"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
 }
 
 async fn refresh(base: &str, token: &str) -> (StatusCode, Value) {
@@ -35,16 +24,6 @@ async fn refresh(base: &str, token: &str) -> (StatusCode, Value) {
         .await
         .unwrap();
     (response.status(), response.json().await.unwrap())
-}
-
-async fn me(base: &str, access: &str) -> StatusCode {
-    http()
-        .get(format!("{base}/me"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .status()
 }
 
 #[tokio::test]

@@ -7,32 +7,11 @@ use std::time::{Duration, Instant};
 
 use auth_service::AppState;
 use auth_sessions::{LiveStatus, SessionPolicy};
-use common::{PASSWORD, TestDb, http, settings, start_live};
+use common::{TestDb, http, login, me, settings, start_live};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const BOUND: Duration = Duration::from_secs(5);
-
-async fn login(base: &str, email: &str) -> Value {
-    let response = http()
-        .post(format!("{base}/login"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
-}
-
-async fn me(base: &str, access: &str) -> StatusCode {
-    http()
-        .get(format!("{base}/me"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
 
 async fn post(base: &str, path: &str, access: &str) -> StatusCode {
     http()

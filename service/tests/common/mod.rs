@@ -287,3 +287,26 @@ pub fn http() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// `POST /login` with [`PASSWORD`] as a native client: the token answer (asserted 200).
+pub async fn login(base: &str, email: &str) -> serde_json::Value {
+    let response = http()
+        .post(format!("{base}/login"))
+        .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// `GET /me` with `access`: the status.
+pub async fn me(base: &str, access: &str) -> reqwest::StatusCode {
+    http()
+        .get(format!("{base}/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
