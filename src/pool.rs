@@ -368,8 +368,7 @@ pub fn build_pool_with_tls(
         .runtime(Runtime::Tokio1)
         .build()
         .map_err(|err| Error::Config(format!("pool: {err}")))?;
-    register_connector(&pool, connector.clone());
-    register_connect_settings(&pool, listen_config, connector);
+    register_connector(&pool, listen_config, connector);
     Ok(pool)
 }
 
@@ -723,23 +722,24 @@ impl ServerCertVerifier for ChainVerifier {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cancel requests
+// The pools this crate built: cancel requests and listening connections
 // ---------------------------------------------------------------------------------------------
 
-/// The connector of every live pool this process built, so that a cancel request goes out
-/// with the same TLS settings as the pool's connections (the pool's manager keeps its
-/// connector private). Keyed by the manager's address, which is stable and unique while the
+/// The connection configuration and TLS connector of every live pool this process built, so
+/// that a cancel request, or a listening connection, goes out with the same settings as the
+/// pool's connections (the pool's manager keeps them private). Keyed by the manager's address, which is stable and unique while the
 /// pool lives; entries of dropped pools are pruned on the next registration.
-static CONNECTORS: Mutex<Vec<(usize, WeakPool, MakeRustlsConnect)>> = Mutex::new(Vec::new());
+static CONNECTORS: Mutex<Vec<(usize, WeakPool, tokio_postgres::Config, MakeRustlsConnect)>> =
+    Mutex::new(Vec::new());
 
 fn pool_address(pool: &Pool) -> usize {
     std::ptr::from_ref(pool.manager()) as usize
 }
 
-fn register_connector(pool: &Pool, connector: MakeRustlsConnect) {
+fn register_connector(pool: &Pool, config: tokio_postgres::Config, connector: MakeRustlsConnect) {
     let mut connectors = CONNECTORS.lock().unwrap_or_else(PoisonError::into_inner);
-    connectors.retain(|(_, weak, _)| weak.upgrade().is_some());
-    connectors.push((pool_address(pool), pool.weak(), connector));
+    connectors.retain(|(_, weak, _, _)| weak.upgrade().is_some());
+    connectors.push((pool_address(pool), pool.weak(), config, connector));
 }
 
 /// The TLS connector of the pool `client` came from; `None` when that pool was not built by
@@ -751,45 +751,21 @@ pub(crate) fn cancel_connector(client: &deadpool_postgres::Client) -> Option<Mak
 
 /// The TLS connector `pool` was built with; `None` when this crate did not build it.
 pub(crate) fn pool_connector(pool: &Pool) -> Option<MakeRustlsConnect> {
+    pool_connect_settings(pool).map(|(_, connector)| connector)
+}
+
+/// The configuration (with the options, keepalives and TLS mode every pooled connection gets)
+/// and TLS connector `pool` opens its connections with, for connections that are not the
+/// pool's own but must be opened exactly like them (the listening connections of
+/// [`crate::LiveSessions`]); `None` when this crate did not build it.
+pub(crate) fn pool_connect_settings(
+    pool: &Pool,
+) -> Option<(tokio_postgres::Config, MakeRustlsConnect)> {
     let address = pool_address(pool);
     let connectors = CONNECTORS.lock().unwrap_or_else(PoisonError::into_inner);
     // While `pool` is held, no other pool can have its address: an entry with that address
     // whose pool is gone is a stale one.
     connectors
-        .iter()
-        .find(|(entry, weak, _)| *entry == address && weak.upgrade().is_some())
-        .map(|(_, _, connector)| connector.clone())
-}
-
-/// The connection settings (configuration and TLS connector) of every live pool this process
-/// built, for the connections that are not the pool's own but must be opened exactly like
-/// them: the listening connections of [`crate::LiveSessions`]. Keyed as [`CONNECTORS`].
-static CONNECT_SETTINGS: Mutex<Vec<(usize, WeakPool, tokio_postgres::Config, MakeRustlsConnect)>> =
-    Mutex::new(Vec::new());
-
-fn register_connect_settings(
-    pool: &Pool,
-    config: tokio_postgres::Config,
-    connector: MakeRustlsConnect,
-) {
-    let mut settings = CONNECT_SETTINGS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    settings.retain(|(_, weak, _, _)| weak.upgrade().is_some());
-    settings.push((pool_address(pool), pool.weak(), config, connector));
-}
-
-/// The configuration (with the options, keepalives and TLS mode every pooled connection gets)
-/// and TLS connector `pool` opens its connections with; `None` when this crate did not build
-/// it.
-pub(crate) fn pool_connect_settings(
-    pool: &Pool,
-) -> Option<(tokio_postgres::Config, MakeRustlsConnect)> {
-    let address = pool_address(pool);
-    let settings = CONNECT_SETTINGS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    settings
         .iter()
         .find(|(entry, weak, _, _)| *entry == address && weak.upgrade().is_some())
         .map(|(_, _, config, connector)| (config.clone(), connector.clone()))

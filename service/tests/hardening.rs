@@ -282,14 +282,7 @@ async fn proxy_header_from_a_peer_that_is_no_proxy_is_ignored() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let stored: String = db
-        .client()
-        .await
-        .query_one("SELECT host(ip_address) FROM auth.user_sessions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, "127.0.0.7");
+    assert_eq!(db.stored_address().await, "127.0.0.7");
     db.drop().await;
 }
 
@@ -676,14 +669,7 @@ async fn proxy_chain_gives_the_right_most_address_not_a_trusted_proxy() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let stored: String = db
-        .client()
-        .await
-        .query_one("SELECT host(ip_address) FROM auth.user_sessions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, "203.0.113.9");
+    assert_eq!(db.stored_address().await, "203.0.113.9");
     db.drop().await;
 }
 

@@ -548,13 +548,7 @@ async fn the_client_address_comes_from_the_trusted_proxy_header_when_configured(
         .await
         .unwrap();
     let session: Value = response.json().await.unwrap();
-    let client = db.client().await;
-    let stored: String = client
-        .query_one("SELECT host(ip_address) FROM auth.user_sessions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, "203.0.113.9");
+    assert_eq!(db.stored_address().await, "203.0.113.9");
     // Activity from another address (the header's last entry) moves the session's address.
     let list: Value = http()
         .get(format!("{base}/sessions"))

@@ -110,6 +110,16 @@ impl TestDb {
             .expect("create user")
     }
 
+    /// The address stored with the only session of this database.
+    pub async fn stored_address(&self) -> String {
+        self.client()
+            .await
+            .query_one("SELECT host(ip_address) FROM auth.user_sessions", &[])
+            .await
+            .expect("one session")
+            .get(0)
+    }
+
     /// Everything the service stores, as one text: equal before and after means nothing changed.
     pub async fn snapshot(&self) -> String {
         let client = self.client().await;
